@@ -1,0 +1,1 @@
+"""paysaga: payment orders for booking businesses, each one a Temporal saga."""
