@@ -1,0 +1,131 @@
+"""Tables. Money is integer cents; times are timezone-aware UTC on every database."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import DateTime, TypeDecorator, UniqueConstraint
+from sqlalchemy.engine import Dialect
+from sqlmodel import Field, SQLModel
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in and out, also on SQLite, which keeps no zone."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: paysaga stores UTC-aware times only")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utc_field(*, nullable: bool = False, index: bool = False) -> Any:
+    return Field(default=None, sa_type=UTCDateTime, nullable=nullable, index=index)
+
+
+class PaymentStatus(StrEnum):
+    RECEIVED = "received"  # recorded, not yet decided
+    ACCEPTED = "accepted"  # counts as its order's payment
+    REFUNDING = "refunding"
+    REFUNDED = "refunded"
+    REFUND_FAILED = "refund_failed"  # the gateway refused: an operator must act
+
+
+class RefundStatus(StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class Reservation(SQLModel, table=True):
+    __tablename__ = "reservations"
+
+    id: str = Field(primary_key=True, max_length=64)
+    valid_until: datetime | None = utc_field(nullable=True)
+    # The one order that may be paid right now; claims and settlements change it under lock.
+    payable_order_id: str | None = Field(default=None, max_length=64)
+    created_at: datetime = utc_field()
+    updated_at: datetime = utc_field()
+
+
+class Order(SQLModel, table=True):
+    __tablename__ = "orders"
+
+    id: str = Field(primary_key=True, max_length=64)
+    reservation_id: str = Field(foreign_key="reservations.id", index=True, max_length=64)
+    kind: str = Field(max_length=16)
+    days: int
+    amount_cents: int
+    currency: str = Field(max_length=3)
+    status: str = Field(index=True, max_length=16)
+    status_reason: str | None = Field(default=None, max_length=500)
+    superseded_by: str | None = Field(default=None, max_length=64)
+    gateway: str = Field(max_length=16)
+    qr_code: str | None = Field(default=None, max_length=500)
+    request_fingerprint: str = Field(max_length=64)
+    flag_reason: str | None = Field(default=None, max_length=500)
+    expires_at: datetime = utc_field()
+    created_at: datetime = utc_field()
+    updated_at: datetime = utc_field()
+
+
+class Payment(SQLModel, table=True):
+    """One row per gateway trade, however many notifications told of it."""
+
+    __tablename__ = "payments"
+    __table_args__ = (UniqueConstraint("gateway", "trade_no"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    gateway: str = Field(max_length=16)
+    trade_no: str = Field(max_length=64)
+    order_id: str = Field(foreign_key="orders.id", index=True, max_length=64)
+    amount_cents: int
+    status: str = Field(max_length=16)
+    paid_at: datetime | None = utc_field(nullable=True)
+    created_at: datetime = utc_field()
+    updated_at: datetime = utc_field()
+
+
+class Refund(SQLModel, table=True):
+    """At most one refund per trade: its number is the gateway's idempotency key."""
+
+    __tablename__ = "refunds"
+
+    refund_no: str = Field(primary_key=True, max_length=64)
+    payment_id: int = Field(foreign_key="payments.id", unique=True)
+    order_id: str = Field(foreign_key="orders.id", index=True, max_length=64)
+    amount_cents: int
+    status: str = Field(max_length=16)
+    reason: str | None = Field(default=None, max_length=500)
+    created_at: datetime = utc_field()
+    completed_at: datetime | None = utc_field(nullable=True)
+
+
+class CallbackAttempt(SQLModel, table=True):
+    """Every callback received, accepted or not: the audit trail of the gateway's word."""
+
+    __tablename__ = "callback_attempts"
+
+    id: int | None = Field(default=None, primary_key=True)
+    gateway: str = Field(max_length=16)
+    notify_id: str | None = Field(default=None, index=True, max_length=128)
+    out_trade_no: str | None = Field(default=None, index=True, max_length=64)
+    trade_no: str | None = Field(default=None, max_length=64)
+    trade_status: str | None = Field(default=None, max_length=32)
+    outcome: str = Field(max_length=16)
+    reason: str | None = Field(default=None, max_length=500)
+    body: str = Field(max_length=16384)
+    received_at: datetime = utc_field()

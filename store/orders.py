@@ -1,0 +1,353 @@
+"""Data access for reservations, orders, payments and refunds.
+
+The rules that keep money straight live here, each in one transaction under the reservation's
+lock: a claim makes its order the reservation's only payable one; a settlement decides, at the
+moment a payment is handled, whether it pays its order or must be refunded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import Session, SQLModel, col, select
+
+from store.models import (
+    CallbackAttempt,
+    Order,
+    Payment,
+    PaymentStatus,
+    Refund,
+    RefundStatus,
+    Reservation,
+)
+from workflows.contracts import (
+    GATEWAY_ALIPAY,
+    Claim,
+    ClaimRequest,
+    OrderEnding,
+    OrderKind,
+    OrderStatus,
+    PaymentNotice,
+    RefundOrder,
+    Settlement,
+)
+
+
+def refund_no_for(trade_no: str) -> str:
+    """One refund per trade, so its number follows from the trade: retries reuse it."""
+    return f"rf_{trade_no}"
+
+
+def is_active(reservation: Reservation, now: datetime) -> bool:
+    return reservation.valid_until is not None and reservation.valid_until > now
+
+
+def claim_reservation(session: Session, *, request: ClaimRequest, now: datetime) -> Claim:
+    """Make the order its reservation's payable one, superseding the older pending orders."""
+    order_request = request.order
+    _insert_ignoring_conflict(
+        session,
+        Reservation,
+        {"id": order_request.reservation_id, "created_at": now, "updated_at": now},
+        conflict_on=["id"],
+    )
+    reservation = _locked_reservation(session, order_request.reservation_id)
+    existing = session.get(Order, order_request.order_id)
+    if existing is not None:
+        # A retried claim: report what the first one did.
+        superseded = session.exec(select(Order.id).where(Order.superseded_by == existing.id)).all()
+        return Claim(kind=OrderKind(existing.kind), superseded_order_ids=list(superseded))
+
+    kind = OrderKind.RENEWAL if is_active(reservation, now) else OrderKind.BOOKING
+    older = session.exec(
+        select(Order).where(
+            Order.reservation_id == reservation.id, Order.status == OrderStatus.PENDING
+        )
+    ).all()
+    for order in older:
+        order.status = OrderStatus.SUPERSEDED
+        order.status_reason = f"superseded by order {order_request.order_id}"
+        order.superseded_by = order_request.order_id
+        order.updated_at = now
+    session.add(
+        Order(
+            id=order_request.order_id,
+            reservation_id=reservation.id,
+            kind=kind,
+            days=order_request.days,
+            amount_cents=order_request.amount_cents,
+            currency=order_request.currency,
+            status=OrderStatus.PENDING,
+            gateway=GATEWAY_ALIPAY,
+            request_fingerprint=order_request.request_fingerprint,
+            expires_at=request.expires_at,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    reservation.payable_order_id = order_request.order_id
+    reservation.updated_at = now
+    return Claim(kind=kind, superseded_order_ids=[order.id for order in older])
+
+
+def record_qr_code(session: Session, *, order_id: str, qr_code: str, now: datetime) -> None:
+    order = _order(session, order_id)
+    order.qr_code = qr_code
+    order.updated_at = now
+
+
+def record_payment(session: Session, *, notice: PaymentNotice, now: datetime) -> Payment:
+    """The payment row of a trade, created by whichever notice of it comes first."""
+    _insert_ignoring_conflict(
+        session,
+        Payment,
+        {
+            "gateway": GATEWAY_ALIPAY,
+            "trade_no": notice.trade_no,
+            "order_id": notice.order_id,
+            "amount_cents": notice.amount_cents,
+            "status": PaymentStatus.RECEIVED,
+            "paid_at": notice.paid_at,
+            "created_at": now,
+            "updated_at": now,
+        },
+        conflict_on=["gateway", "trade_no"],
+    )
+    return _payment(session, notice.trade_no)
+
+
+def settle_payment(session: Session, *, notice: PaymentNotice, now: datetime) -> Settlement:
+    """Decide, now, whether a captured payment pays its order or is refunded.
+
+    It pays only a pending order that is still its reservation's payable one and whose kind
+    still fits the reservation (a booking while inactive, a renewal while active). Anything
+    else — superseded, expired, cancelled, already paid, lapsed — is refunded. Deciding twice
+    for one trade returns the first decision.
+    """
+    record_payment(session, notice=notice, now=now)
+    order = _order(session, notice.order_id)
+    reservation = _locked_reservation(session, order.reservation_id)
+    # Re-read under the lock: another process may have decided while we waited for it.
+    payment = _payment(session, notice.trade_no)
+    order = _order(session, notice.order_id)
+    if payment.status != PaymentStatus.RECEIVED:
+        return _earlier_settlement(session, payment)
+
+    refusal = _refusal(order, reservation, now)
+    if refusal is None:
+        payment.status = PaymentStatus.ACCEPTED
+        payment.updated_at = now
+        _pay_order(order, reservation, now)
+        return Settlement(outcome="paid")
+
+    if order.status == OrderStatus.PENDING:
+        order.status_reason = refusal
+        order.updated_at = now
+        if reservation.payable_order_id == order.id:
+            reservation.payable_order_id = None
+            reservation.updated_at = now
+    payment.status = PaymentStatus.REFUNDING
+    payment.updated_at = now
+    refund = Refund(
+        refund_no=refund_no_for(payment.trade_no),
+        payment_id=_id(payment),
+        order_id=order.id,
+        amount_cents=payment.amount_cents,
+        status=RefundStatus.PENDING,
+        reason=refusal,
+        created_at=now,
+    )
+    session.add(refund)
+    return Settlement(outcome="refund", refund=_refund_order(refund, payment))
+
+
+def _refusal(order: Order, reservation: Reservation, now: datetime) -> str | None:
+    """Why this order cannot be paid now, or None if it can."""
+    if order.status == OrderStatus.PAID:
+        return "the order was already paid by another trade"
+    if order.status != OrderStatus.PENDING:
+        return f"the order is {order.status}"
+    if reservation.payable_order_id != order.id:
+        return "the order is no longer its reservation's payable order"
+    if (order.kind == OrderKind.RENEWAL) != is_active(reservation, now):
+        return f"a {order.kind} no longer fits the reservation"
+    return None
+
+
+def _pay_order(order: Order, reservation: Reservation, now: datetime) -> None:
+    order.status = OrderStatus.PAID
+    order.status_reason = None
+    order.updated_at = now
+    period = timedelta(days=order.days)
+    if order.kind == OrderKind.BOOKING:
+        reservation.valid_until = now + period
+    else:
+        assert reservation.valid_until is not None
+        reservation.valid_until += period
+    reservation.payable_order_id = None
+    reservation.updated_at = now
+
+
+def _earlier_settlement(session: Session, payment: Payment) -> Settlement:
+    if payment.status == PaymentStatus.ACCEPTED:
+        return Settlement(outcome="settled_before")
+    refund = session.exec(select(Refund).where(Refund.payment_id == payment.id)).one()
+    if refund.status == RefundStatus.PENDING:
+        # The refund was decided but may not have reached the gateway: run it (idempotently).
+        return Settlement(outcome="refund", refund=_refund_order(refund, payment))
+    return Settlement(outcome="settled_before")
+
+
+def complete_refund(session: Session, *, refund_no: str, now: datetime) -> None:
+    refund = _refund(session, refund_no)
+    if refund.status == RefundStatus.SUCCEEDED:
+        return
+    refund.status = RefundStatus.SUCCEEDED
+    refund.completed_at = now
+    payment = session.get_one(Payment, refund.payment_id)
+    payment.status = PaymentStatus.REFUNDED
+    payment.updated_at = now
+    order = _order(session, refund.order_id)
+    if order.status != OrderStatus.PAID:
+        order.status = OrderStatus.REFUNDED
+        order.updated_at = now
+
+
+def fail_refund(session: Session, *, refund_no: str, reason: str, now: datetime) -> None:
+    """The gateway refused a refund for good: flag the order for an operator."""
+    refund = _refund(session, refund_no)
+    refund.status = RefundStatus.FAILED
+    refund.reason = reason
+    refund.completed_at = now
+    payment = session.get_one(Payment, refund.payment_id)
+    payment.status = PaymentStatus.REFUND_FAILED
+    payment.updated_at = now
+    flag_order(session, order_id=refund.order_id, reason=f"refund failed: {reason}", now=now)
+
+
+def end_order(session: Session, *, ending: OrderEnding, now: datetime) -> OrderStatus:
+    """End a still-pending order; any other status stands. Returns the status it has."""
+    order = _order(session, ending.order_id)
+    reservation = _locked_reservation(session, order.reservation_id)
+    order = _order(session, ending.order_id)
+    if order.status == OrderStatus.PENDING and not _has_open_refund(session, order.id):
+        order.status = ending.status
+        order.status_reason = ending.reason
+        order.updated_at = now
+        if reservation.payable_order_id == order.id:
+            reservation.payable_order_id = None
+            reservation.updated_at = now
+    return OrderStatus(order.status)
+
+
+def _has_open_refund(session: Session, order_id: str) -> bool:
+    return (
+        session.exec(
+            select(Refund.refund_no).where(
+                Refund.order_id == order_id, Refund.status == RefundStatus.PENDING
+            )
+        ).first()
+        is not None
+    )
+
+
+def flag_order(session: Session, *, order_id: str, reason: str, now: datetime) -> None:
+    order = _order(session, order_id)
+    order.flag_reason = reason if order.flag_reason is None else f"{order.flag_reason}; {reason}"
+    order.updated_at = now
+
+
+def record_callback(session: Session, *, attempt: CallbackAttempt) -> None:
+    session.add(attempt)
+
+
+def get_order(session: Session, order_id: str) -> Order | None:
+    return session.get(Order, order_id)
+
+
+def get_reservation(session: Session, reservation_id: str) -> Reservation | None:
+    return session.get(Reservation, reservation_id)
+
+
+def orders_of(session: Session, reservation_id: str) -> Sequence[Order]:
+    return session.exec(
+        select(Order)
+        .where(Order.reservation_id == reservation_id)
+        .order_by(col(Order.created_at), col(Order.id))
+    ).all()
+
+
+def payments_of(session: Session, order_id: str) -> Sequence[Payment]:
+    return session.exec(
+        select(Payment).where(Payment.order_id == order_id).order_by(col(Payment.id))
+    ).all()
+
+
+def refunds_of(session: Session, order_id: str) -> Sequence[Refund]:
+    return session.exec(
+        select(Refund).where(Refund.order_id == order_id).order_by(col(Refund.created_at))
+    ).all()
+
+
+def trade_of_refund(session: Session, refund: Refund) -> str:
+    return session.get_one(Payment, refund.payment_id).trade_no
+
+
+def _refund_order(refund: Refund, payment: Payment) -> RefundOrder:
+    return RefundOrder(
+        refund_no=refund.refund_no,
+        order_id=refund.order_id,
+        trade_no=payment.trade_no,
+        amount_cents=refund.amount_cents,
+    )
+
+
+def _locked_reservation(session: Session, reservation_id: str) -> Reservation:
+    return session.exec(
+        select(Reservation)
+        .where(Reservation.id == reservation_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
+
+
+def _order(session: Session, order_id: str) -> Order:
+    return session.exec(
+        select(Order).where(Order.id == order_id).execution_options(populate_existing=True)
+    ).one()
+
+
+def _payment(session: Session, trade_no: str) -> Payment:
+    return session.exec(
+        select(Payment)
+        .where(Payment.gateway == GATEWAY_ALIPAY, Payment.trade_no == trade_no)
+        .execution_options(populate_existing=True)
+    ).one()
+
+
+def _refund(session: Session, refund_no: str) -> Refund:
+    return session.get_one(Refund, refund_no)
+
+
+def _id(payment: Payment) -> int:
+    assert payment.id is not None
+    return payment.id
+
+
+def _insert_ignoring_conflict(
+    session: Session,
+    table: type[SQLModel],
+    values: Mapping[str, Any],
+    *,
+    conflict_on: list[str],
+) -> None:
+    # Concurrent first notices of one trade, or first orders of one reservation, race to
+    # insert the same row; the loser must see the winner's row, not an IntegrityError.
+    dialect = session.get_bind().dialect.name
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    statement = insert(table).values(**values).on_conflict_do_nothing(index_elements=conflict_on)
+    session.exec(statement)

@@ -1,0 +1,1 @@
+"""Order sagas. Kept free of side effects: Temporal's sandbox imports this package."""

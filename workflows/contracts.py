@@ -1,0 +1,114 @@
+"""Plain data that crosses Temporal: workflow inputs, activity inputs and their results.
+
+Amounts are integer cents, times are aware UTC datetimes; nothing here holds a secret.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+GATEWAY_ALIPAY = "alipay"
+
+
+class OrderKind(StrEnum):
+    BOOKING = "booking"
+    RENEWAL = "renewal"
+
+
+class OrderStatus(StrEnum):
+    PENDING = "pending"
+    PAID = "paid"
+    EXPIRED = "expired"
+    SUPERSEDED = "superseded"
+    CANCELLED = "cancelled"
+    REFUNDED = "refunded"
+
+
+class Contract(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class OrderRequest(Contract):
+    """What the API asks for; the workflow id is derived from `order_id`."""
+
+    order_id: str
+    reservation_id: str
+    days: int
+    amount_cents: int
+    currency: str
+    request_fingerprint: str
+    payment_timeout_seconds: int
+
+
+class ClaimRequest(Contract):
+    order: OrderRequest
+    expires_at: datetime
+
+
+class Claim(Contract):
+    kind: OrderKind
+    superseded_order_ids: list[str]
+
+
+class PaymentRequest(Contract):
+    order_id: str
+    amount_cents: int
+    subject: str
+    expires_at: datetime
+
+
+class PaymentInstructions(Contract):
+    order_id: str
+    reservation_id: str
+    kind: OrderKind
+    amount_cents: int
+    currency: str
+    qr_code: str
+    expires_at: datetime
+
+
+class PaymentNotice(Contract):
+    """A captured payment: one gateway trade of one order."""
+
+    order_id: str
+    trade_no: str
+    amount_cents: int
+    paid_at: datetime | None
+
+
+class TradeCheck(Contract):
+    """What the gateway says of an order's trade: the payment if it was paid."""
+
+    payment: PaymentNotice | None
+
+
+class RefundOrder(Contract):
+    refund_no: str
+    order_id: str
+    trade_no: str
+    amount_cents: int
+
+
+class Settlement(Contract):
+    outcome: Literal["paid", "refund", "settled_before"]
+    refund: RefundOrder | None = None
+
+
+class RefundFailure(Contract):
+    refund: RefundOrder
+    reason: str
+
+
+class OrderEnding(Contract):
+    order_id: str
+    status: Literal[OrderStatus.EXPIRED, OrderStatus.CANCELLED, OrderStatus.SUPERSEDED]
+    reason: str
+
+
+class OrderOutcome(Contract):
+    order_id: str
+    status: OrderStatus
