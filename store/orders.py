@@ -135,14 +135,14 @@ def settle_payment(session: Session, *, notice: PaymentNotice, now: datetime) ->
     payment = _payment(session, notice.trade_no)
     order = _order(session, notice.order_id)
     if payment.status != PaymentStatus.RECEIVED:
-        return _earlier_settlement(session, payment)
+        return _earlier_settlement(session, payment, order)
 
     refusal = _refusal(order, reservation, now)
     if refusal is None:
         payment.status = PaymentStatus.ACCEPTED
         payment.updated_at = now
         _pay_order(order, reservation, now)
-        return Settlement(outcome="paid")
+        return Settlement(outcome="paid", order_status=OrderStatus.PAID)
 
     if order.status == OrderStatus.PENDING:
         order.status_reason = refusal
@@ -162,7 +162,11 @@ def settle_payment(session: Session, *, notice: PaymentNotice, now: datetime) ->
         created_at=now,
     )
     session.add(refund)
-    return Settlement(outcome="refund", refund=_refund_order(refund, payment))
+    return Settlement(
+        outcome="refund",
+        order_status=OrderStatus(order.status),
+        refund=_refund_order(refund, payment),
+    )
 
 
 def _refusal(order: Order, reservation: Reservation, now: datetime) -> str | None:
@@ -192,33 +196,42 @@ def _pay_order(order: Order, reservation: Reservation, now: datetime) -> None:
     reservation.updated_at = now
 
 
-def _earlier_settlement(session: Session, payment: Payment) -> Settlement:
+def _earlier_settlement(session: Session, payment: Payment, order: Order) -> Settlement:
+    status = OrderStatus(order.status)
     if payment.status == PaymentStatus.ACCEPTED:
-        return Settlement(outcome="settled_before")
+        return Settlement(outcome="settled_before", order_status=status)
     refund = session.exec(select(Refund).where(Refund.payment_id == payment.id)).one()
     if refund.status == RefundStatus.PENDING:
         # The refund was decided but may not have reached the gateway: run it (idempotently).
-        return Settlement(outcome="refund", refund=_refund_order(refund, payment))
-    return Settlement(outcome="settled_before")
+        return Settlement(
+            outcome="refund", order_status=status, refund=_refund_order(refund, payment)
+        )
+    return Settlement(outcome="settled_before", order_status=status)
 
 
-def complete_refund(session: Session, *, refund_no: str, now: datetime) -> None:
+def complete_refund(session: Session, *, refund_no: str, now: datetime) -> OrderStatus:
+    """The refund reached the buyer: an order it did not pay ends `refunded`."""
     refund = _refund(session, refund_no)
+    order = _order(session, refund.order_id)
     if refund.status == RefundStatus.SUCCEEDED:
-        return
+        return OrderStatus(order.status)
     refund.status = RefundStatus.SUCCEEDED
     refund.completed_at = now
     payment = session.get_one(Payment, refund.payment_id)
     payment.status = PaymentStatus.REFUNDED
     payment.updated_at = now
-    order = _order(session, refund.order_id)
     if order.status != OrderStatus.PAID:
         order.status = OrderStatus.REFUNDED
         order.updated_at = now
+    return OrderStatus(order.status)
 
 
-def fail_refund(session: Session, *, refund_no: str, reason: str, now: datetime) -> None:
-    """The gateway refused a refund for good: flag the order for an operator."""
+def fail_refund(session: Session, *, refund_no: str, reason: str, now: datetime) -> OrderStatus:
+    """The gateway refused a refund for good: flag the order for an operator.
+
+    A still-pending order whose payment could not be refunded is no longer payable either,
+    so it ends `cancelled`, with the flag telling the operator why.
+    """
     refund = _refund(session, refund_no)
     refund.status = RefundStatus.FAILED
     refund.reason = reason
@@ -227,6 +240,11 @@ def fail_refund(session: Session, *, refund_no: str, reason: str, now: datetime)
     payment.status = PaymentStatus.REFUND_FAILED
     payment.updated_at = now
     flag_order(session, order_id=refund.order_id, reason=f"refund failed: {reason}", now=now)
+    order = _order(session, refund.order_id)
+    if order.status == OrderStatus.PENDING:
+        order.status = OrderStatus.CANCELLED
+        order.status_reason = "a payment could not be refunded"
+    return OrderStatus(order.status)
 
 
 def end_order(session: Session, *, ending: OrderEnding, now: datetime) -> OrderStatus:

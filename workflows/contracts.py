@@ -42,6 +42,7 @@ class OrderRequest(Contract):
     currency: str
     request_fingerprint: str
     payment_timeout_seconds: int
+    payment_create_timeout_seconds: int
 
 
 class ClaimRequest(Contract):
@@ -94,7 +95,10 @@ class RefundOrder(Contract):
 
 
 class Settlement(Contract):
+    """A payment's fate, and its order's status right after the decision."""
+
     outcome: Literal["paid", "refund", "settled_before"]
+    order_status: OrderStatus
     refund: RefundOrder | None = None
 
 
@@ -112,3 +116,12 @@ class OrderEnding(Contract):
 class OrderOutcome(Contract):
     order_id: str
     status: OrderStatus
+
+
+def order_workflow_id(order_id: str) -> str:
+    return f"order-{order_id}"
+
+
+def late_payment_workflow_id(trade_no: str) -> str:
+    """One per gateway trade: however often a late payment is notified, it is settled once."""
+    return f"late-payment-{GATEWAY_ALIPAY}-{trade_no}"

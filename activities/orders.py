@@ -1,0 +1,65 @@
+"""Database activities: each one transaction of store.orders, safe to run again."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy.engine import Engine
+from temporalio import activity
+
+from store import orders
+from store.db import transaction
+from workflows.contracts import (
+    Claim,
+    ClaimRequest,
+    OrderEnding,
+    OrderStatus,
+    PaymentInstructions,
+    PaymentNotice,
+    RefundFailure,
+    RefundOrder,
+    Settlement,
+)
+
+
+class OrderActivities:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    @activity.defn
+    def claim_reservation(self, request: ClaimRequest) -> Claim:
+        with transaction(self._engine) as session:
+            return orders.claim_reservation(session, request=request, now=_now())
+
+    @activity.defn
+    def record_payment_instructions(self, instructions: PaymentInstructions) -> None:
+        with transaction(self._engine) as session:
+            orders.record_qr_code(
+                session, order_id=instructions.order_id, qr_code=instructions.qr_code, now=_now()
+            )
+
+    @activity.defn
+    def settle_payment(self, notice: PaymentNotice) -> Settlement:
+        with transaction(self._engine) as session:
+            return orders.settle_payment(session, notice=notice, now=_now())
+
+    @activity.defn
+    def complete_refund(self, refund: RefundOrder) -> OrderStatus:
+        with transaction(self._engine) as session:
+            return orders.complete_refund(session, refund_no=refund.refund_no, now=_now())
+
+    @activity.defn
+    def fail_refund(self, failure: RefundFailure) -> OrderStatus:
+        with transaction(self._engine) as session:
+            return orders.fail_refund(
+                session, refund_no=failure.refund.refund_no, reason=failure.reason, now=_now()
+            )
+
+    @activity.defn
+    def end_order(self, ending: OrderEnding) -> OrderStatus:
+        with transaction(self._engine) as session:
+            return orders.end_order(session, ending=ending, now=_now())
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

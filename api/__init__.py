@@ -1,0 +1,1 @@
+"""The HTTP API: orders for the business's app, callbacks for the gateway."""

@@ -1,0 +1,204 @@
+"""Orders and reservations, for the business's app (API key required)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, NoReturn
+
+from fastapi import APIRouter, Header
+from sqlmodel import Session
+from temporalio.client import WithStartWorkflowOperation, WorkflowUpdateFailedError
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from api.deps import ClientIdentity, State
+from api.problems import ApiProblem
+from api.schemas import OrderCreate, OrderPublic, PriceChanged, Problem, ReservationPublic
+from api.views import order_public, reservation_public
+from paysaga.money import format_amount, to_cents
+from store import orders
+from store.db import transaction
+from store.models import Order
+from workflows import search_attributes
+from workflows.contracts import OrderRequest, OrderStatus, order_workflow_id
+from workflows.order import OrderWorkflow
+
+router = APIRouter(prefix="/v1", tags=["orders"])
+IdempotencyKey = Annotated[str | None, Header(max_length=200)]
+ERRORS: dict[int | str, dict[str, object]] = {
+    401: {"model": Problem, "description": "Missing or wrong API key"},
+    404: {"model": Problem, "description": "Unknown order"},
+}
+
+
+@router.post(
+    "/orders",
+    status_code=201,
+    response_model=OrderPublic,
+    responses={
+        **ERRORS,
+        409: {"model": PriceChanged, "description": "The price is not the expected amount"},
+        422: {"model": Problem, "description": "Invalid request, or Idempotency-Key reused"},
+        503: {"model": Problem, "description": "The gateway or Temporal is unavailable"},
+    },
+)
+async def create_order(
+    body: OrderCreate,
+    state: State,
+    client: ClientIdentity,
+    idempotency_key: IdempotencyKey = None,
+) -> OrderPublic:
+    """Create an order for a reservation; answers once its QR code exists.
+
+    The amount is days × the price per day. If `expected_amount` (what the client's page
+    showed) differs, nothing is created and 409 gives the current amount. A new order
+    supersedes the reservation's older pending ones.
+    """
+    settings = state.settings
+    amount_cents = body.days * to_cents(settings.price_per_day)
+    if body.expected_amount is not None and to_cents(body.expected_amount) != amount_cents:
+        raise ApiProblem(
+            409,
+            f"the price changed: {body.days} days cost {format_amount(amount_cents)} "
+            f"{settings.currency}, not {body.expected_amount}",
+            amount=format_amount(amount_cents),
+            currency=settings.currency,
+        )
+    fingerprint = _fingerprint(body)
+    order_id = _order_id(client, idempotency_key)
+    with transaction(state.engine) as session:
+        existing = orders.get_order(session, order_id)
+        if existing is not None:
+            return _replay(session, existing, fingerprint)
+
+    request = OrderRequest(
+        order_id=order_id,
+        reservation_id=body.reservation_id,
+        days=body.days,
+        amount_cents=amount_cents,
+        currency=settings.currency,
+        request_fingerprint=fingerprint,
+        payment_timeout_seconds=settings.payment_timeout_seconds,
+        payment_create_timeout_seconds=settings.payment_create_timeout_seconds,
+    )
+    start = WithStartWorkflowOperation(
+        OrderWorkflow.run,
+        request,
+        id=order_workflow_id(order_id),
+        task_queue=settings.task_queue,
+        # A retried POST with the same Idempotency-Key joins the order it already started.
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        search_attributes=TypedSearchAttributes(
+            [
+                SearchAttributePair(search_attributes.RESERVATION_ID, body.reservation_id),
+                SearchAttributePair(search_attributes.ORDER_STATUS, OrderStatus.PENDING),
+            ]
+        ),
+    )
+    try:
+        await state.temporal.execute_update_with_start_workflow(
+            OrderWorkflow.payment_instructions,
+            start_workflow_operation=start,
+            rpc_timeout=timedelta(seconds=settings.payment_create_timeout_seconds + 10),
+        )
+    except WorkflowAlreadyStartedError:
+        pass  # the order ended already; its row says how
+    except WorkflowUpdateFailedError as failure:
+        raise ApiProblem(503, _failure_reason(failure)) from failure
+    except RPCError as failure:
+        _temporal_unavailable(failure)
+    with transaction(state.engine) as session:
+        order = orders.get_order(session, order_id)
+        if order is None:
+            raise ApiProblem(503, "the order could not be created; retry")
+        return _replay(session, order, fingerprint)
+
+
+@router.get("/orders/{order_id}", response_model=OrderPublic, responses=ERRORS)
+def get_order(order_id: str, state: State, _: ClientIdentity) -> OrderPublic:
+    with transaction(state.engine) as session:
+        return order_public(session, _known_order(session, order_id))
+
+
+@router.post(
+    "/orders/{order_id}/cancel",
+    response_model=OrderPublic,
+    responses={**ERRORS, 409: {"model": Problem, "description": "The order is not pending"}},
+)
+async def cancel_order(order_id: str, state: State, _: ClientIdentity) -> OrderPublic:
+    """Cancel a pending order and close its trade. A payment that got there first wins."""
+    with transaction(state.engine) as session:
+        order = _known_order(session, order_id)
+        if order.status != OrderStatus.PENDING:
+            raise ApiProblem(409, f"the order is {order.status}, not pending")
+    handle = state.temporal.get_workflow_handle(order_workflow_id(order_id))
+    try:
+        await handle.execute_update(OrderWorkflow.cancel)
+    except WorkflowUpdateFailedError as failure:
+        raise ApiProblem(409, _failure_reason(failure)) from failure
+    except RPCError as failure:
+        if failure.status != RPCStatusCode.NOT_FOUND:
+            _temporal_unavailable(failure)
+    with transaction(state.engine) as session:
+        return order_public(session, _known_order(session, order_id))
+
+
+@router.get(
+    "/reservations/{reservation_id}",
+    response_model=ReservationPublic,
+    responses={401: ERRORS[401], 404: {"model": Problem, "description": "Unknown reservation"}},
+)
+def get_reservation(reservation_id: str, state: State, _: ClientIdentity) -> ReservationPublic:
+    with transaction(state.engine) as session:
+        reservation = orders.get_reservation(session, reservation_id)
+        if reservation is None:
+            raise ApiProblem(404, f"no reservation {reservation_id!r}")
+        return reservation_public(session, reservation, datetime.now(UTC))
+
+
+def _known_order(session: Session, order_id: str) -> Order:
+    order = orders.get_order(session, order_id)
+    if order is None:
+        raise ApiProblem(404, f"no order {order_id!r}")
+    return order
+
+
+def _replay(session: Session, order: Order, fingerprint: str) -> OrderPublic:
+    if order.request_fingerprint != fingerprint:
+        raise ApiProblem(422, "this Idempotency-Key was used for a different request")
+    return order_public(session, order)
+
+
+def _fingerprint(body: OrderCreate) -> str:
+    canonical = json.dumps({"reservation_id": body.reservation_id, "days": body.days})
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _order_id(client: str, idempotency_key: str | None) -> str:
+    # The same client and Idempotency-Key always name the same order, and so the same
+    # workflow: Temporal itself then refuses to make a second one.
+    if idempotency_key is None:
+        return "ord_" + uuid.uuid4().hex[:24]
+    digest = hashlib.sha256(f"{client}:{idempotency_key}".encode()).hexdigest()
+    return "ord_" + digest[:24]
+
+
+def _failure_reason(failure: WorkflowUpdateFailedError) -> str:
+    cause = failure.cause
+    return cause.message if isinstance(cause, ApplicationError) else str(failure)
+
+
+def _temporal_unavailable(failure: RPCError) -> NoReturn:
+    raise ApiProblem(
+        503, f"the workflow service (Temporal) is unavailable: {failure.message}"
+    ) from failure

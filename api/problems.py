@@ -1,0 +1,56 @@
+"""Errors the API answers with, as `{"detail": "..."}` JSON and the right status code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+
+class ApiProblem(Exception):
+    def __init__(self, status_code: int, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.status_code = status_code
+        self.detail = detail
+        self.extra = extra
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(ApiProblem, _api_problem)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(StarletteHTTPException, _http_exception)
+
+
+async def _api_problem(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiProblem)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+    return JSONResponse(
+        {"detail": exc.detail, **exc.extra}, status_code=exc.status_code, headers=headers
+    )
+
+
+async def _invalid_request(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    messages = [_describe(error) for error in exc.errors()]
+    return JSONResponse(
+        {"detail": "; ".join(messages), "errors": [_plain(error) for error in exc.errors()]},
+        status_code=422,
+    )
+
+
+async def _http_exception(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+
+
+def _describe(error: dict[str, Any]) -> str:
+    location = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
+    return f"{location}: {error.get('msg', 'invalid')}" if location else str(error.get("msg"))
+
+
+def _plain(error: dict[str, Any]) -> dict[str, Any]:
+    # The raw input and pydantic's context may hold values JSON cannot carry (Decimal, bytes).
+    return {"loc": list(error.get("loc", ())), "msg": error.get("msg"), "type": error.get("type")}

@@ -1,0 +1,81 @@
+"""What the API reads and writes. Amounts leave it as strings with two decimals ("29.70")."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from workflows.contracts import OrderKind, OrderStatus
+
+ReservationId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+
+
+class OrderCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reservation_id: ReservationId
+    days: Annotated[int, Field(ge=1, le=365, strict=True)]
+    expected_amount: Annotated[
+        Decimal | None, Field(default=None, gt=0, max_digits=11, decimal_places=2)
+    ] = None
+
+
+class PaymentPublic(BaseModel):
+    trade_no: str
+    amount: str
+    status: str
+    paid_at: datetime | None
+
+
+class RefundPublic(BaseModel):
+    refund_no: str
+    trade_no: str
+    amount: str
+    status: str
+
+
+class OrderPublic(BaseModel):
+    order_id: str
+    reservation_id: str
+    kind: OrderKind
+    status: OrderStatus
+    status_reason: str | None
+    amount: str
+    currency: str
+    gateway: str
+    qr_code: str | None
+    expires_at: datetime
+    created_at: datetime
+    flagged: str | None
+    payments: list[PaymentPublic]
+    refunds: list[RefundPublic]
+
+
+class OrderSummary(BaseModel):
+    order_id: str
+    kind: OrderKind
+    status: OrderStatus
+    amount: str
+    created_at: datetime
+
+
+class ReservationPublic(BaseModel):
+    reservation_id: str
+    status: Literal["new", "active", "lapsed"]
+    valid_until: datetime | None
+    payable_order_id: str | None
+    orders: list[OrderSummary]
+
+
+class Problem(BaseModel):
+    """Every error answer: a sentence a developer can act on."""
+
+    detail: str
+
+
+class PriceChanged(Problem):
+    amount: str
+    currency: str

@@ -1,0 +1,81 @@
+"""Database rows as the API shows them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlmodel import Session
+
+from api.schemas import (
+    OrderPublic,
+    OrderSummary,
+    PaymentPublic,
+    RefundPublic,
+    ReservationPublic,
+)
+from paysaga.money import format_amount
+from store import orders
+from store.models import Order, Reservation
+from workflows.contracts import OrderKind, OrderStatus
+
+
+def order_public(session: Session, order: Order) -> OrderPublic:
+    return OrderPublic(
+        order_id=order.id,
+        reservation_id=order.reservation_id,
+        kind=OrderKind(order.kind),
+        status=OrderStatus(order.status),
+        status_reason=order.status_reason,
+        amount=format_amount(order.amount_cents),
+        currency=order.currency,
+        gateway=order.gateway,
+        qr_code=order.qr_code,
+        expires_at=order.expires_at,
+        created_at=order.created_at,
+        flagged=order.flag_reason,
+        payments=[
+            PaymentPublic(
+                trade_no=payment.trade_no,
+                amount=format_amount(payment.amount_cents),
+                status=payment.status,
+                paid_at=payment.paid_at,
+            )
+            for payment in orders.payments_of(session, order.id)
+        ],
+        refunds=[
+            RefundPublic(
+                refund_no=refund.refund_no,
+                trade_no=orders.trade_of_refund(session, refund),
+                amount=format_amount(refund.amount_cents),
+                status=refund.status,
+            )
+            for refund in orders.refunds_of(session, order.id)
+        ],
+    )
+
+
+def reservation_public(
+    session: Session, reservation: Reservation, now: datetime
+) -> ReservationPublic:
+    if reservation.valid_until is None:
+        status = "new"
+    elif orders.is_active(reservation, now):
+        status = "active"
+    else:
+        status = "lapsed"
+    return ReservationPublic(
+        reservation_id=reservation.id,
+        status=status,
+        valid_until=reservation.valid_until,
+        payable_order_id=reservation.payable_order_id,
+        orders=[
+            OrderSummary(
+                order_id=order.id,
+                kind=OrderKind(order.kind),
+                status=OrderStatus(order.status),
+                amount=format_amount(order.amount_cents),
+                created_at=order.created_at,
+            )
+            for order in orders.orders_of(session, reservation.id)
+        ],
+    )

@@ -1,0 +1,81 @@
+"""The paysaga worker: runs the order sagas and their activities (`python worker.py`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.orders import OrderActivities
+from activities.payments import PaymentActivities
+from paysaga.connections import alipay_client, connect_temporal
+from paysaga.settings import Settings
+from store.db import create_db_engine, create_tables
+from workflows.late_payment import LatePaymentWorkflow
+from workflows.order import OrderWorkflow
+
+WORKFLOWS = [OrderWorkflow, LatePaymentWorkflow]
+# Database activities are blocking SQLModel calls: they run on these threads.
+DATABASE_THREADS = 16
+
+
+def build_worker(
+    client: Client,
+    *,
+    task_queue: str,
+    order_activities: OrderActivities,
+    payment_activities: PaymentActivities,
+    executor: ThreadPoolExecutor,
+) -> Worker:
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=WORKFLOWS,
+        activities=[
+            order_activities.claim_reservation,
+            order_activities.record_payment_instructions,
+            order_activities.settle_payment,
+            order_activities.complete_refund,
+            order_activities.fail_refund,
+            order_activities.end_order,
+            payment_activities.create_payment,
+            payment_activities.check_trade,
+            payment_activities.close_trade,
+            payment_activities.refund_payment,
+            payment_activities.confirm_refund,
+        ],
+        activity_executor=executor,
+    )
+
+
+async def run_worker(settings: Settings) -> None:
+    engine = create_db_engine(settings.resolved_database_url)
+    create_tables(engine)
+    client = await connect_temporal(settings)
+    async with httpx.AsyncClient(timeout=15) as http:
+        with ThreadPoolExecutor(max_workers=DATABASE_THREADS) as executor:
+            worker = build_worker(
+                client,
+                task_queue=settings.task_queue,
+                order_activities=OrderActivities(engine),
+                payment_activities=PaymentActivities(alipay_client(settings, http)),
+                executor=executor,
+            )
+            logging.getLogger("paysaga").info(
+                "worker polling %s on %s", settings.task_queue, settings.temporal_address
+            )
+            await worker.run()
+    engine.dispose()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    asyncio.run(run_worker(Settings()))
+
+
+if __name__ == "__main__":
+    main()

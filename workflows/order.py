@@ -1,0 +1,217 @@
+"""The order saga: one workflow per order, from its claim to its final status.
+
+1. claim the reservation, superseding its older pending orders (they close their trades);
+2. create the payment at the gateway (a QR code);
+3. wait for a payment, a cancel, being superseded, or the payment timeout;
+4. on timeout ask the gateway first (a lost notification must not expire a paid order), then
+   close the trade and expire — unless the trade turns out paid, in which case the payment wins;
+5. settle each payment: it pays the order if the order may still be paid, else it is refunded;
+6. on cancel or supersede close the trade, and end so.
+Payments that arrive while the saga is ending are settled (so refunded) before it completes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.orders import OrderActivities
+    from activities.payments import PaymentActivities
+    from workflows import search_attributes
+    from workflows.contracts import (
+        ClaimRequest,
+        OrderEnding,
+        OrderOutcome,
+        OrderRequest,
+        OrderStatus,
+        PaymentInstructions,
+        PaymentNotice,
+        PaymentRequest,
+        TradeCheck,
+        order_workflow_id,
+    )
+    from workflows.steps import DATABASE_STEP, GATEWAY_STEP, settle
+
+
+@workflow.defn
+class OrderWorkflow:
+    @workflow.init
+    def __init__(self, request: OrderRequest) -> None:
+        # Update-with-start runs `payment_instructions` before `run`: state must exist now.
+        self._request = request
+        self._instructions: PaymentInstructions | None = None
+        self._creation_failure: str | None = None
+        self._payments: list[PaymentNotice] = []
+        self._settled_trades: set[str] = set()
+        self._cancel_requested = False
+        self._superseded = False
+        self._status = OrderStatus.PENDING
+
+    @workflow.run
+    async def run(self, request: OrderRequest) -> OrderOutcome:
+        expires_at = workflow.now() + timedelta(seconds=request.payment_timeout_seconds)
+        claim = await workflow.execute_activity_method(
+            OrderActivities.claim_reservation,
+            ClaimRequest(order=request, expires_at=expires_at),
+            **DATABASE_STEP,
+        )
+        await self._supersede(claim.superseded_order_ids)
+        qr_code = await self._create_payment(expires_at, claim.kind)
+        if qr_code is not None:
+            self._instructions = PaymentInstructions(
+                order_id=request.order_id,
+                reservation_id=request.reservation_id,
+                kind=claim.kind,
+                amount_cents=request.amount_cents,
+                currency=request.currency,
+                qr_code=qr_code,
+                expires_at=expires_at,
+            )
+            await workflow.execute_activity_method(
+                OrderActivities.record_payment_instructions, self._instructions, **DATABASE_STEP
+            )
+            await self._await_outcome(expires_at)
+        await self._settle_payments()
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return OrderOutcome(order_id=request.order_id, status=self._status)
+
+    @workflow.update
+    async def payment_instructions(self) -> PaymentInstructions:
+        """The QR code, once the gateway has made it; what `POST /v1/orders` answers with."""
+        await workflow.wait_condition(
+            lambda: self._instructions is not None or self._creation_failure is not None
+        )
+        if self._instructions is None:
+            raise ApplicationError(
+                self._creation_failure or "payment not created", type="PaymentNotCreated"
+            )
+        return self._instructions
+
+    @workflow.update
+    async def cancel(self) -> OrderStatus:
+        """Cancel a pending order; answers the status it ends with (a racing payment wins)."""
+        self._cancel_requested = True
+        await workflow.wait_condition(lambda: self._status != OrderStatus.PENDING)
+        return self._status
+
+    @cancel.validator
+    def _cancellable(self) -> None:
+        if self._status != OrderStatus.PENDING:
+            raise ApplicationError(f"the order is already {self._status}", type="OrderEnded")
+
+    @workflow.signal
+    def payment_notified(self, notice: PaymentNotice) -> None:
+        self._payments.append(notice)
+
+    @workflow.signal
+    def supersede(self) -> None:
+        self._superseded = True
+
+    @workflow.query
+    def status(self) -> OrderStatus:
+        return self._status
+
+    async def _supersede(self, order_ids: list[str]) -> None:
+        async def tell(order_id: str) -> None:
+            try:
+                handle = workflow.get_external_workflow_handle(order_workflow_id(order_id))
+                await handle.signal(OrderWorkflow.supersede)
+            except FailureError:
+                # Its saga has already ended; a payment for it still gets refunded, late.
+                workflow.logger.info("superseded order %s had already ended", order_id)
+
+        await asyncio.gather(*(tell(order_id) for order_id in order_ids))
+
+    async def _create_payment(self, expires_at: datetime, kind: str) -> str | None:
+        request = self._request
+        try:
+            qr_code: str = await workflow.execute_activity_method(
+                PaymentActivities.create_payment,
+                PaymentRequest(
+                    order_id=request.order_id,
+                    amount_cents=request.amount_cents,
+                    subject=f"Reservation {request.reservation_id}: {kind}, {request.days} days",
+                    expires_at=expires_at,
+                ),
+                start_to_close_timeout=timedelta(seconds=10),
+                schedule_to_close_timeout=timedelta(seconds=request.payment_create_timeout_seconds),
+                retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=2)),
+            )
+        except ActivityError as failure:
+            self._creation_failure = (
+                f"the payment gateway could not create the payment: {_reason(failure)}"
+            )
+            await self._end(OrderStatus.CANCELLED, self._creation_failure)
+            return None
+        return qr_code
+
+    async def _await_outcome(self, expires_at: datetime) -> None:
+        while self._status == OrderStatus.PENDING:
+            remaining = max(expires_at - workflow.now(), timedelta(0))
+            try:
+                await workflow.wait_condition(self._has_news, timeout=remaining)
+            except TimeoutError:
+                await self._expire()
+                continue
+            if self._payments:
+                await self._settle_payments()
+            elif self._superseded:
+                await self._end_unpaid(OrderStatus.SUPERSEDED, "superseded by a newer order")
+            elif self._cancel_requested:
+                await self._end_unpaid(OrderStatus.CANCELLED, "cancelled by the client")
+
+    def _has_news(self) -> bool:
+        return bool(self._payments) or self._superseded or self._cancel_requested
+
+    async def _expire(self) -> None:
+        # A notification may have been lost: ask the gateway before calling the order unpaid.
+        check: TradeCheck = await workflow.execute_activity_method(
+            PaymentActivities.check_trade, self._request.order_id, **GATEWAY_STEP
+        )
+        if check.payment is not None:
+            self._payments.append(check.payment)
+            await self._settle_payments()
+            return
+        await self._end_unpaid(OrderStatus.EXPIRED, "not paid before the payment timeout")
+
+    async def _end_unpaid(self, status: OrderStatus, reason: str) -> None:
+        check: TradeCheck = await workflow.execute_activity_method(
+            PaymentActivities.close_trade, self._request.order_id, **GATEWAY_STEP
+        )
+        if check.payment is not None:
+            # Paid before the close: the payment wins, and is judged like any other.
+            self._payments.append(check.payment)
+            await self._settle_payments()
+            return
+        await self._end(status, reason)
+
+    async def _end(self, status: OrderStatus, reason: str) -> None:
+        ending = OrderEnding(order_id=self._request.order_id, status=status, reason=reason)
+        self._set_status(
+            await workflow.execute_activity_method(
+                OrderActivities.end_order, ending, **DATABASE_STEP
+            )
+        )
+
+    async def _settle_payments(self) -> None:
+        while self._payments:
+            notice = self._payments.pop(0)
+            if notice.trade_no in self._settled_trades:
+                continue
+            self._settled_trades.add(notice.trade_no)
+            self._set_status(await settle(notice))
+
+    def _set_status(self, status: OrderStatus) -> None:
+        if status != self._status:
+            self._status = status
+            workflow.upsert_search_attributes([search_attributes.ORDER_STATUS.value_set(status)])
+
+
+def _reason(failure: ActivityError) -> str:
+    cause = failure.cause
+    return cause.message if isinstance(cause, FailureError) else str(failure)
