@@ -14,6 +14,8 @@ from decimal import Decimal
 # needs no tz database.
 CHINA_TIME = timezone(timedelta(hours=8), "China")
 _TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+# Notifications give `gmt_refund` with milliseconds, e.g. "2021-07-14 09:51:36.631".
+_TIME_FORMAT_FRACTION = _TIME_FORMAT + ".%f"
 
 CENT = Decimal("0.01")
 # Alipay's ceiling for one trade (precreate `total_amount` is 0.01 to 100000000).
@@ -30,14 +32,17 @@ def format_time(moment: datetime) -> str:
 
 
 def parse_time(text: str) -> datetime:
-    """An Alipay time as tz-aware UTC; ValueError if it is not `yyyy-MM-dd HH:mm:ss`."""
-    return datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=CHINA_TIME).astimezone(UTC)
+    """An Alipay time as tz-aware UTC; ValueError if it is not `yyyy-MM-dd HH:mm:ss[.SSS]`."""
+    layout = _TIME_FORMAT_FRACTION if "." in text else _TIME_FORMAT
+    return datetime.strptime(text, layout).replace(tzinfo=CHINA_TIME).astimezone(UTC)
 
 
 def format_amount(amount: Decimal) -> str:
     """A positive amount as Alipay wants it: yuan with exactly two decimals, like "29.70"."""
     if not (amount.is_finite() and 0 < amount <= MAX_AMOUNT and amount == amount.quantize(CENT)):
-        raise ValueError(f"{amount} is not an amount Alipay takes: 0.01 to 100000000 yuan, whole fen")
+        raise ValueError(
+            f"{amount} is not an amount Alipay takes: 0.01 to 100000000 yuan, whole fen"
+        )
     return f"{amount.quantize(CENT):f}"
 
 

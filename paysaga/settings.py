@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     currency: str = "CNY"
     payment_timeout_seconds: int = 900
     payment_create_timeout_seconds: int = 20
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
     public_base_url: str = "http://127.0.0.1:8000"
     sandbox_url: str = "http://127.0.0.1:8300"
     alipay_gateway_url: str | None = None

@@ -1,0 +1,60 @@
+"""`paysaga dev | api | worker | sandbox | demo`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pydantic import ValidationError
+
+from paysaga.settings import Settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="paysaga", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("dev", help="run everything locally: Temporal + UI, sandbox, worker, API")
+    commands.add_parser("api", help="serve the HTTP API")
+    commands.add_parser("worker", help="run the order sagas (same as `python worker.py`)")
+    commands.add_parser("sandbox", help="serve the sandbox Alipay gateway")
+    demo = commands.add_parser("demo", help="drive a running system through the scenarios")
+    demo.add_argument("--api-url", default=None, help="default: PAYSAGA_PUBLIC_BASE_URL")
+    demo.add_argument("--api-key", default=None, help="default: the dev mode's key")
+    args = parser.parse_args(argv)
+
+    if args.command == "sandbox":
+        from sandbox.server import serve
+
+        from sandbox.settings import SandboxSettings
+
+        serve(SandboxSettings())
+        return 0
+    try:
+        settings = Settings()
+    except ValidationError as invalid:
+        messages = "; ".join(str(error["msg"]) for error in invalid.errors())
+        print(f"paysaga: configuration refused: {messages}", file=sys.stderr)
+        return 2
+    if args.command == "dev":
+        from paysaga.dev import run_dev
+
+        return run_dev(settings)
+    if args.command == "api":
+        import uvicorn
+
+        from api.app import create_app
+
+        uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port)
+        return 0
+    if args.command == "worker":
+        import worker
+
+        worker.main()
+        return 0
+    from paysaga.demo import run_demo
+
+    return run_demo(settings, api_url=args.api_url, api_key=args.api_key)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""`paysaga dev`: the whole system on one machine, for trying it and for demos.
+
+Starts the Temporal dev server (with its Web UI), the sandbox gateway, a worker and the API
+as child processes, prints where each one is, and stops them all on Ctrl-C or when one dies.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gateways.alipay_signing import generate_key_pair
+from paysaga.api_keys import dev_api_key
+from paysaga.settings import Settings
+from paysaga.temporal_server import dev_server_command
+
+TEMPORAL_UI_PORT = 8233
+SANDBOX_PORT = 8300
+START_TIMEOUT_SECONDS = 60
+
+
+def ensure_dev_keys(keys_dir: Path) -> None:
+    """The merchant app's key pair and the sandbox's own "Alipay" pair, made once."""
+    for name in ("app", "sandbox"):
+        private, public = keys_dir / f"{name}_private.pem", keys_dir / f"{name}_public.pem"
+        if not private.exists() or not public.exists():
+            generate_key_pair(private, public)
+
+
+@dataclass
+class Supervisor:
+    """Child processes that live and die together."""
+
+    env: dict[str, str]
+    log_dir: Path
+    children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, name: str, command: list[str]) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with (self.log_dir / f"{name}.log").open("ab") as out:
+            self.children[name] = subprocess.Popen(
+                command, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    def start_paysaga(self, command: str) -> None:
+        self.start(command, [sys.executable, "-m", "paysaga.cli", command])
+
+    def dead(self) -> str | None:
+        return next((name for name, p in self.children.items() if p.poll() is not None), None)
+
+    def stop(self) -> None:
+        for process in reversed(self.children.values()):
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + 15
+        for process in reversed(self.children.values()):
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def wait_for_port(host: str, port: int, *, supervisor: Supervisor, name: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if supervisor.dead() is not None:
+            raise RuntimeError(f"{supervisor.dead()} stopped while starting")
+        with socket.socket() as probe:
+            probe.settimeout(0.5)
+            if probe.connect_ex((host, port)) == 0:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"{name} did not listen on {host}:{port} in {START_TIMEOUT_SECONDS} s")
+
+
+def run_dev(settings: Settings) -> int:
+    home = settings.home.resolve()
+    ensure_dev_keys(settings.keys_dir)
+    api_key = dev_api_key(settings)
+    temporal_host, _, temporal_port = settings.temporal_address.rpartition(":")
+    supervisor = Supervisor(env={**os.environ, "PAYSAGA_HOME": str(home)}, log_dir=home / "logs")
+    try:
+        supervisor.start(
+            "temporal",
+            dev_server_command(
+                port=int(temporal_port), ui_port=TEMPORAL_UI_PORT, db_file=home / "temporal.db"
+            ),
+        )
+        supervisor.start_paysaga("sandbox")
+        wait_for_port(temporal_host, int(temporal_port), supervisor=supervisor, name="Temporal")
+        wait_for_port("127.0.0.1", SANDBOX_PORT, supervisor=supervisor, name="the sandbox")
+        supervisor.start_paysaga("worker")
+        supervisor.start_paysaga("api")
+        wait_for_port(settings.api_host, settings.api_port, supervisor=supervisor, name="the API")
+        print(
+            f"""
+paysaga is running (logs in {home / "logs"}):
+  API docs      {settings.public_base_url}/docs
+  API key       {api_key}   (Authorization: Bearer …)
+  Temporal UI   http://127.0.0.1:{TEMPORAL_UI_PORT}
+  Sandbox       {settings.sandbox_url}/sandbox/trades
+Try it:  paysaga demo      Stop: Ctrl-C
+""",
+            flush=True,
+        )
+        while (dead := supervisor.dead()) is None:
+            time.sleep(0.5)
+        print(f"{dead} stopped; see {home / 'logs' / (dead + '.log')}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    except RuntimeError as failure:
+        print(f"paysaga dev: {failure}", file=sys.stderr)
+        return 1
+    finally:
+        supervisor.stop()
