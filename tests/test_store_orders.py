@@ -1,0 +1,208 @@
+"""The money rules of store.orders, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.engine import Engine
+from sqlmodel import select
+
+from store import orders
+from store.db import transaction
+from store.models import Payment, PaymentStatus, Refund, RefundStatus
+from workflows.contracts import (
+    ClaimRequest,
+    OrderEnding,
+    OrderKind,
+    OrderRequest,
+    OrderStatus,
+    PaymentNotice,
+    Settlement,
+)
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+def claim(
+    engine: Engine,
+    order_id: str,
+    *,
+    reservation: str = "room-1",
+    days: int = 3,
+    now: datetime = NOW,
+) -> list[str]:
+    request = OrderRequest(
+        order_id=order_id,
+        reservation_id=reservation,
+        days=days,
+        amount_cents=990 * days,
+        currency="CNY",
+        request_fingerprint="f",
+        payment_timeout_seconds=900,
+        payment_create_timeout_seconds=20,
+    )
+    with transaction(engine) as session:
+        result = orders.claim_reservation(
+            session,
+            request=ClaimRequest(order=request, expires_at=now + timedelta(minutes=15)),
+            now=now,
+        )
+    return result.superseded_order_ids
+
+
+def pay(
+    engine: Engine, order_id: str, trade_no: str, *, cents: int = 2970, now: datetime = NOW
+) -> Settlement:
+    notice = PaymentNotice(order_id=order_id, trade_no=trade_no, amount_cents=cents, paid_at=now)
+    with transaction(engine) as session:
+        return orders.settle_payment(session, notice=notice, now=now)
+
+
+def status_of(engine: Engine, order_id: str) -> str:
+    with transaction(engine) as session:
+        order = orders.get_order(session, order_id)
+        assert order is not None
+        return order.status
+
+
+def ledger(engine: Engine, reservation: str) -> tuple[int, int, int]:
+    """Captured, refunded (succeeded) and paid-order amounts of a reservation, in cents."""
+    with transaction(engine) as session:
+        order_rows = orders.orders_of(session, reservation)
+        ids = [order.id for order in order_rows]
+        captured = sum(p.amount_cents for i in ids for p in orders.payments_of(session, i))
+        refunded = sum(
+            r.amount_cents
+            for i in ids
+            for r in orders.refunds_of(session, i)
+            if r.status == RefundStatus.SUCCEEDED
+        )
+        paid = sum(o.amount_cents for o in order_rows if o.status == OrderStatus.PAID)
+    return captured, refunded, paid
+
+
+def test_a_new_order_supersedes_the_pending_ones(engine: Engine) -> None:
+    assert claim(engine, "o1") == []
+    assert claim(engine, "o2") == ["o1"]
+    assert status_of(engine, "o1") == OrderStatus.SUPERSEDED
+    with transaction(engine) as session:
+        reservation = orders.get_reservation(session, "room-1")
+        assert reservation is not None and reservation.payable_order_id == "o2"
+
+
+def test_a_retried_claim_reports_what_the_first_did(engine: Engine) -> None:
+    claim(engine, "o1")
+    assert claim(engine, "o2") == ["o1"]
+    assert claim(engine, "o2") == ["o1"]
+    assert status_of(engine, "o2") == OrderStatus.PENDING
+
+
+def test_booking_activates_and_renewal_extends(engine: Engine) -> None:
+    claim(engine, "o1")
+    assert pay(engine, "o1", "t1").outcome == "paid"
+    later = NOW + timedelta(days=1)
+    claim(engine, "o2", days=2, now=later)
+    with transaction(engine) as session:
+        renewal = orders.get_order(session, "o2")
+        assert renewal is not None and renewal.kind == OrderKind.RENEWAL
+    assert pay(engine, "o2", "t2", cents=1980, now=later).outcome == "paid"
+    with transaction(engine) as session:
+        reservation = orders.get_reservation(session, "room-1")
+        assert reservation is not None
+        assert reservation.valid_until == NOW + timedelta(days=5)
+        assert reservation.valid_until.tzinfo is not None
+        assert reservation.payable_order_id is None
+
+
+def test_a_payment_for_a_superseded_order_is_refunded_once(engine: Engine) -> None:
+    claim(engine, "o1")
+    claim(engine, "o2")
+    first = pay(engine, "o1", "t1")
+    assert first.outcome == "refund" and first.refund is not None
+    assert first.refund.refund_no == "rf_t1" and first.refund.amount_cents == 2970
+    assert pay(engine, "o1", "t1").refund == first.refund  # decided once, asked twice
+    with transaction(engine) as session:
+        status = orders.complete_refund(session, refund_no="rf_t1", now=NOW)
+    assert status == OrderStatus.REFUNDED
+    assert pay(engine, "o1", "t1").outcome == "settled_before"
+    assert pay(engine, "o2", "t2").outcome == "paid"
+    assert ledger(engine, "room-1") == (5940, 2970, 2970)
+
+
+def test_a_second_trade_on_a_paid_order_is_refunded_and_the_order_stays_paid(
+    engine: Engine,
+) -> None:
+    claim(engine, "o1")
+    assert pay(engine, "o1", "t1").outcome == "paid"
+    second = pay(engine, "o1", "t2")
+    assert second.outcome == "refund" and second.order_status == OrderStatus.PAID
+    with transaction(engine) as session:
+        assert orders.complete_refund(session, refund_no="rf_t2", now=NOW) == OrderStatus.PAID
+    assert ledger(engine, "room-1") == (5940, 2970, 2970)
+
+
+def test_a_renewal_paid_after_the_reservation_lapsed_is_refunded(engine: Engine) -> None:
+    claim(engine, "o1", days=1)
+    pay(engine, "o1", "t1", cents=990)
+    claim(engine, "o2", days=1, now=NOW + timedelta(hours=23))
+    lapsed = NOW + timedelta(days=2)
+    settlement = pay(engine, "o2", "t2", cents=990, now=lapsed)
+    assert settlement.outcome == "refund"
+    with transaction(engine) as session:
+        order = orders.get_order(session, "o2")
+        reservation = orders.get_reservation(session, "room-1")
+        assert order is not None and "renewal no longer fits" in (order.status_reason or "")
+        assert reservation is not None and reservation.payable_order_id is None
+
+
+def test_ending_an_order_leaves_a_paid_one_paid(engine: Engine) -> None:
+    claim(engine, "o1")
+    pay(engine, "o1", "t1")
+    ending = OrderEnding(order_id="o1", status=OrderStatus.EXPIRED, reason="timeout")
+    with transaction(engine) as session:
+        assert orders.end_order(session, ending=ending, now=NOW) == OrderStatus.PAID
+    claim(engine, "o2")
+    with transaction(engine) as session:
+        ending = OrderEnding(order_id="o2", status=OrderStatus.EXPIRED, reason="timeout")
+        assert orders.end_order(session, ending=ending, now=NOW) == OrderStatus.EXPIRED
+        reservation = orders.get_reservation(session, "room-1")
+        assert reservation is not None and reservation.payable_order_id is None
+
+
+def test_a_refused_refund_flags_the_order(engine: Engine) -> None:
+    claim(engine, "o1")
+    claim(engine, "o2")
+    pay(engine, "o1", "t1")
+    with transaction(engine) as session:
+        orders.fail_refund(session, refund_no="rf_t1", reason="TRADE_HAS_FINISHED", now=NOW)
+        order = orders.get_order(session, "o1")
+        payment = session.exec(select(Payment).where(Payment.trade_no == "t1")).one()
+        assert order is not None and "TRADE_HAS_FINISHED" in (order.flag_reason or "")
+        assert payment.status == PaymentStatus.REFUND_FAILED
+
+
+def test_concurrent_claims_leave_exactly_one_pending_order(engine: Engine) -> None:
+    ids = [f"o{n}" for n in range(12)]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        list(pool.map(lambda order_id: claim(engine, order_id), ids))
+    statuses = [status_of(engine, order_id) for order_id in ids]
+    assert statuses.count(OrderStatus.PENDING) == 1
+    assert statuses.count(OrderStatus.SUPERSEDED) == len(ids) - 1
+    with transaction(engine) as session:
+        reservation = orders.get_reservation(session, "room-1")
+        assert reservation is not None
+        assert statuses[ids.index(reservation.payable_order_id or "")] == OrderStatus.PENDING
+
+
+def test_concurrent_settlements_of_one_trade_decide_once(engine: Engine) -> None:
+    for order_id in ("o1", "o2"):
+        claim(engine, order_id)
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        outcomes = list(pool.map(lambda _: pay(engine, "o2", "t2").outcome, range(12)))
+        refunds = list(pool.map(lambda _: pay(engine, "o1", "t1").outcome, range(12)))
+    assert outcomes.count("paid") == 1 and outcomes.count("settled_before") == 11
+    assert set(refunds) == {"refund"}
+    with transaction(engine) as session:
+        assert len(session.exec(select(Payment)).all()) == 2
+        assert len(session.exec(select(Refund)).all()) == 1
