@@ -23,8 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "sandbox":
-        from sandbox.server import serve
-
+        from sandbox.app import serve
         from sandbox.settings import SandboxSettings
 
         serve(SandboxSettings())

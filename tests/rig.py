@@ -1,0 +1,112 @@
+"""A worker wired to real things: a SQLite database, and the sandbox gateway over HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy.engine import Engine
+from temporalio.client import Client
+
+from activities.orders import OrderActivities
+from activities.payments import PaymentActivities
+from paysaga.connections import alipay_client
+from paysaga.dev import ensure_dev_keys
+from paysaga.settings import Settings
+from sandbox.app import create_app as create_sandbox_app
+from sandbox.settings import SandboxSettings
+from store.db import create_db_engine, create_tables
+from tests.servers import free_port, serving
+from worker import build_worker
+
+
+def sandbox_settings(keys: Path, port: int) -> SandboxSettings:
+    return SandboxSettings(
+        port=port,
+        public_url=f"http://127.0.0.1:{port}",
+        app_public_key_file=keys / "app_public.pem",
+        private_key_file=keys / "sandbox_private.pem",
+        public_key_file=keys / "sandbox_public.pem",
+        notify_retry_scale=0.0001,
+    )
+
+
+@dataclass
+class Sandbox:
+    """The test's hands on the sandbox: the buyer's actions and the gateway's books."""
+
+    http: httpx.AsyncClient
+    url: str
+
+    async def scan(self, out_trade_no: str) -> dict[str, Any]:
+        return await self._post(f"/sandbox/trades/{out_trade_no}/scan")
+
+    async def pay(self, out_trade_no: str) -> dict[str, Any]:
+        return await self._post(f"/sandbox/trades/{out_trade_no}/pay")
+
+    async def trade(self, out_trade_no: str) -> dict[str, Any]:
+        response = await self.http.get(f"{self.url}/sandbox/trades/{out_trade_no}")
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def faults(self, **faults: Any) -> None:
+        (await self.http.put(f"{self.url}/sandbox/faults", json=faults)).raise_for_status()
+
+    async def net_captured(self, out_trade_nos: list[str]) -> Decimal:
+        """Captured minus refunded, by the gateway's books, over these trades."""
+        response = await self.http.get(f"{self.url}/sandbox/ledger")
+        response.raise_for_status()
+        lines = [
+            line for line in response.json()["trades"] if line["out_trade_no"] in out_trade_nos
+        ]
+        return sum(
+            (Decimal(line["captured"]) - Decimal(line["refunded"]) for line in lines), Decimal(0)
+        )
+
+    async def _post(self, path: str) -> dict[str, Any]:
+        response = await self.http.post(self.url + path)
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+
+@dataclass
+class Rig:
+    engine: Engine
+    sandbox: Sandbox
+    task_queue: str
+
+
+@asynccontextmanager
+async def running_worker(client: Client, tmp_path: Path, task_queue: str) -> AsyncIterator[Rig]:
+    keys = tmp_path / "keys"
+    ensure_dev_keys(keys)
+    port = free_port()
+    async with serving(create_sandbox_app(sandbox_settings(keys, port)), port) as sandbox_url:
+        settings = Settings(
+            home=tmp_path,
+            sandbox_url=sandbox_url,
+            # Nobody listens there: these tests hand payments to the saga themselves.
+            public_base_url=f"http://127.0.0.1:{free_port()}",
+        )
+        engine = create_db_engine(settings.resolved_database_url)
+        create_tables(engine)
+        async with httpx.AsyncClient(timeout=10) as http:
+            with ThreadPoolExecutor(max_workers=4) as executor:
+                worker = build_worker(
+                    client,
+                    task_queue=task_queue,
+                    order_activities=OrderActivities(engine),
+                    payment_activities=PaymentActivities(alipay_client(settings, http)),
+                    executor=executor,
+                )
+                async with worker:
+                    yield Rig(engine, Sandbox(http, sandbox_url), task_queue)
+        engine.dispose()

@@ -1,0 +1,180 @@
+"""The order saga on Temporal's time-skipping test server, against the sandbox over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from paysaga.temporal_server import installed_binary, register_search_attributes
+from store import orders
+from store.db import transaction
+from tests.rig import Rig, running_worker
+from workflows.contracts import (
+    OrderOutcome,
+    OrderRequest,
+    OrderStatus,
+    PaymentNotice,
+    late_payment_workflow_id,
+    order_workflow_id,
+)
+from workflows.late_payment import LatePaymentWorkflow
+from workflows.order import OrderWorkflow
+
+
+@pytest.fixture(scope="module")
+async def env() -> AsyncIterator[WorkflowEnvironment]:
+    environment = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=installed_binary("temporal-test-server"),
+        data_converter=pydantic_data_converter,
+    )
+    await register_search_attributes(environment.client)
+    yield environment
+    await environment.shutdown()
+
+
+@pytest.fixture
+async def rig(env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Rig]:
+    async with running_worker(env.client, tmp_path, f"orders-{uuid.uuid4()}") as rig:
+        yield rig
+
+
+async def start_order(
+    env: WorkflowEnvironment, rig: Rig, order_id: str, reservation: str = "room-1"
+) -> WorkflowHandle[OrderWorkflow, OrderOutcome]:
+    request = OrderRequest(
+        order_id=order_id,
+        reservation_id=reservation,
+        days=3,
+        amount_cents=2970,
+        currency="CNY",
+        request_fingerprint="f",
+        payment_timeout_seconds=900,
+        payment_create_timeout_seconds=20,
+    )
+    handle = await env.client.start_workflow(
+        OrderWorkflow.run, request, id=order_workflow_id(order_id), task_queue=rig.task_queue
+    )
+    for _ in range(500):
+        with transaction(rig.engine) as session:
+            order = orders.get_order(session, order_id)
+            if order is not None and order.qr_code is not None:
+                return handle
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{order_id} never got its QR code")
+
+
+def order_status(rig: Rig, order_id: str) -> str:
+    with transaction(rig.engine) as session:
+        order = orders.get_order(session, order_id)
+        assert order is not None
+        return order.status
+
+
+async def test_an_unpaid_order_expires_after_the_gateway_is_asked(
+    env: WorkflowEnvironment, rig: Rig
+) -> None:
+    scanned = await start_order(env, rig, "ord_scanned", reservation="room-1")
+    await rig.sandbox.scan("ord_scanned")
+    never_scanned = await start_order(env, rig, "ord_unscanned", reservation="room-2")
+
+    assert (await scanned.result()).status == OrderStatus.EXPIRED
+    assert (await never_scanned.result()).status == OrderStatus.EXPIRED
+    # The scanned trade was closed at the gateway; the unscanned one did not exist to close.
+    assert (await rig.sandbox.trade("ord_scanned"))["status"] == "TRADE_CLOSED"
+    assert (await rig.sandbox.trade("ord_unscanned"))["status"] is None
+    assert order_status(rig, "ord_scanned") == OrderStatus.EXPIRED
+
+
+async def test_a_lost_notification_is_found_by_the_query(
+    env: WorkflowEnvironment, rig: Rig
+) -> None:
+    handle = await start_order(env, rig, "ord_lost")
+    await rig.sandbox.faults(drop_notifications=1)
+    await rig.sandbox.pay("ord_lost")
+
+    assert (await handle.result()).status == OrderStatus.PAID
+    with transaction(rig.engine) as session:
+        reservation = orders.get_reservation(session, "room-1")
+        assert reservation is not None and reservation.valid_until is not None
+
+
+async def test_a_payment_racing_the_close_wins(env: WorkflowEnvironment, rig: Rig) -> None:
+    handle = await start_order(env, rig, "ord_race")
+    await rig.sandbox.scan("ord_race")
+    await rig.sandbox.faults(pay_before_close=True, drop_notifications=1)
+
+    assert (await handle.result()).status == OrderStatus.PAID
+    assert (await rig.sandbox.trade("ord_race"))["status"] == "TRADE_SUCCESS"
+    assert await rig.sandbox.net_captured(["ord_race"]) == Decimal("29.70")
+
+
+async def test_a_notified_payment_pays_the_order_at_once(
+    env: WorkflowEnvironment, rig: Rig
+) -> None:
+    handle = await start_order(env, rig, "ord_paid")
+    trade = await rig.sandbox.pay("ord_paid")
+    notice = PaymentNotice(
+        order_id="ord_paid", trade_no=trade["trade_no"], amount_cents=2970, paid_at=None
+    )
+    for _ in range(3):  # the gateway notifies at least once
+        await handle.signal(OrderWorkflow.payment_notified, notice)
+
+    assert (await handle.result()).status == OrderStatus.PAID
+    with transaction(rig.engine) as session:
+        assert len(orders.payments_of(session, "ord_paid")) == 1
+        assert orders.refunds_of(session, "ord_paid") == []
+
+
+async def test_paying_a_superseded_order_refunds_it_once(
+    env: WorkflowEnvironment, rig: Rig
+) -> None:
+    with env.auto_time_skipping_disabled():  # no order may time out in this story
+        first = await start_order(env, rig, "ord_old")
+        await rig.sandbox.scan("ord_old")
+        second = await start_order(env, rig, "ord_new")
+        assert (await first.result()).status == OrderStatus.SUPERSEDED
+        assert (await rig.sandbox.trade("ord_old"))["status"] == "TRADE_CLOSED"
+
+        third = await start_order(env, rig, "ord_newest")
+        assert (await second.result()).status == OrderStatus.SUPERSEDED
+        paid = await rig.sandbox.pay("ord_newest")
+        await third.signal(
+            OrderWorkflow.payment_notified,
+            PaymentNotice(
+                order_id="ord_newest", trade_no=paid["trade_no"], amount_cents=2970, paid_at=None
+            ),
+        )
+        assert (await third.result()).status == OrderStatus.PAID
+
+        # An unscanned QR code can still be paid after its close: the payment comes late,
+        # when its saga has ended, and two late-payment sagas race to settle it.
+        late_trade = await rig.sandbox.pay("ord_new")
+        notice = PaymentNotice(
+            order_id="ord_new", trade_no=late_trade["trade_no"], amount_cents=2970, paid_at=None
+        )
+        outcomes = await asyncio.gather(
+            *(
+                env.client.execute_workflow(
+                    LatePaymentWorkflow.run,
+                    notice,
+                    id=f"{late_payment_workflow_id(notice.trade_no)}-{n}",
+                    task_queue=rig.task_queue,
+                )
+                for n in range(2)
+            )
+        )
+    assert {outcome.status for outcome in outcomes} == {OrderStatus.REFUNDED}
+    refunds = (await rig.sandbox.trade("ord_new"))["refunds"]
+    assert [(r["out_request_no"], r["refund_amount"]) for r in refunds] == [
+        (f"rf_{late_trade['trade_no']}", "29.70")
+    ]
+    net = await rig.sandbox.net_captured(["ord_old", "ord_new", "ord_newest"])
+    assert net == Decimal("29.70")  # captured − refunded = the one paid order
