@@ -14,6 +14,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from gateways.alipay_signing import generate_key_pair
 from paysaga.api_keys import dev_api_key
@@ -21,7 +22,6 @@ from paysaga.settings import Settings
 from paysaga.temporal_server import dev_server_command
 
 TEMPORAL_UI_PORT = 8233
-SANDBOX_PORT = 8300
 START_TIMEOUT_SECONDS = 60
 
 
@@ -33,6 +33,18 @@ def ensure_dev_keys(keys_dir: Path) -> None:
             generate_key_pair(private, public)
 
 
+def sandbox_env(settings: Settings) -> dict[str, str]:
+    """The sandbox's configuration that matches these settings: its URL and the dev keys."""
+    keys = settings.keys_dir.resolve()
+    return {
+        "PAYSAGA_SANDBOX_PORT": str(urlsplit(settings.sandbox_url).port or 80),
+        "PAYSAGA_SANDBOX_PUBLIC_URL": settings.sandbox_url,
+        "PAYSAGA_SANDBOX_APP_PUBLIC_KEY_FILE": str(keys / "app_public.pem"),
+        "PAYSAGA_SANDBOX_PRIVATE_KEY_FILE": str(keys / "sandbox_private.pem"),
+        "PAYSAGA_SANDBOX_PUBLIC_KEY_FILE": str(keys / "sandbox_public.pem"),
+    }
+
+
 @dataclass
 class Supervisor:
     """Child processes that live and die together."""
@@ -41,15 +53,20 @@ class Supervisor:
     log_dir: Path
     children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
-    def start(self, name: str, command: list[str]) -> None:
+    def start(self, name: str, command: list[str], **env: str) -> None:
+        """Start a child, with `env` added to the shared environment; output goes to a log."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with (self.log_dir / f"{name}.log").open("ab") as out:
             self.children[name] = subprocess.Popen(
-                command, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                command,
+                env={**self.env, **env},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
 
-    def start_paysaga(self, command: str) -> None:
-        self.start(command, [sys.executable, "-m", "paysaga.cli", command])
+    def start_paysaga(self, command: str, *, name: str | None = None, **env: str) -> None:
+        self.start(name or command, [sys.executable, "-m", "paysaga.cli", command], **env)
 
     def dead(self) -> str | None:
         return next((name for name, p in self.children.items() if p.poll() is not None), None)
@@ -93,9 +110,15 @@ def run_dev(settings: Settings) -> int:
                 port=int(temporal_port), ui_port=TEMPORAL_UI_PORT, db_file=home / "temporal.db"
             ),
         )
-        supervisor.start_paysaga("sandbox")
+        supervisor.start_paysaga("sandbox", **sandbox_env(settings))
         wait_for_port(temporal_host, int(temporal_port), supervisor=supervisor, name="Temporal")
-        wait_for_port("127.0.0.1", SANDBOX_PORT, supervisor=supervisor, name="the sandbox")
+        sandbox = urlsplit(settings.sandbox_url)
+        wait_for_port(
+            sandbox.hostname or "127.0.0.1",
+            sandbox.port or 80,
+            supervisor=supervisor,
+            name="the sandbox",
+        )
         supervisor.start_paysaga("worker")
         supervisor.start_paysaga("api")
         wait_for_port(settings.api_host, settings.api_port, supervisor=supervisor, name="the API")
