@@ -20,6 +20,7 @@ from gateways.alipay_signing import generate_key_pair
 from paysaga.api_keys import dev_api_key
 from paysaga.settings import Settings
 from paysaga.temporal_server import dev_server_command
+from store.db import create_db_engine, create_tables
 
 TEMPORAL_UI_PORT = 8233
 START_TIMEOUT_SECONDS = 60
@@ -31,6 +32,13 @@ def ensure_dev_keys(keys_dir: Path) -> None:
         private, public = keys_dir / f"{name}_private.pem", keys_dir / f"{name}_public.pem"
         if not private.exists() or not public.exists():
             generate_key_pair(private, public)
+
+
+def prepare_database(url: str) -> None:
+    """Create the tables once, before several processes start that would race to."""
+    engine = create_db_engine(url)
+    create_tables(engine)
+    engine.dispose()
 
 
 def sandbox_env(settings: Settings) -> dict[str, str]:
@@ -100,6 +108,7 @@ def wait_for_port(host: str, port: int, *, supervisor: Supervisor, name: str) ->
 def run_dev(settings: Settings) -> int:
     home = settings.home.resolve()
     ensure_dev_keys(settings.keys_dir)
+    prepare_database(settings.resolved_database_url)
     api_key = dev_api_key(settings)
     temporal_host, _, temporal_port = settings.temporal_address.rpartition(":")
     supervisor = Supervisor(env={**os.environ, "PAYSAGA_HOME": str(home)}, log_dir=home / "logs")

@@ -63,7 +63,7 @@ class OrderWorkflow:
         await self._supersede(claim.superseded_order_ids)
         qr_code = await self._create_payment(expires_at, claim.kind)
         if qr_code is not None:
-            self._instructions = PaymentInstructions(
+            instructions = PaymentInstructions(
                 order_id=request.order_id,
                 reservation_id=request.reservation_id,
                 kind=claim.kind,
@@ -73,8 +73,10 @@ class OrderWorkflow:
                 expires_at=expires_at,
             )
             await workflow.execute_activity_method(
-                OrderActivities.record_payment_instructions, self._instructions, **DATABASE_STEP
+                OrderActivities.record_payment_instructions, instructions, **DATABASE_STEP
             )
+            # Only now may the API answer: a client that GETs the order must see its QR code.
+            self._instructions = instructions
             await self._await_outcome(expires_at)
         await self._settle_payments()
         await workflow.wait_condition(workflow.all_handlers_finished)

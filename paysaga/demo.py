@@ -1,0 +1,512 @@
+"""`paysaga demo`: drive a running `paysaga dev` through the order scenarios, over HTTP only.
+
+Each scenario takes a fresh reservation, creates orders through the API, pays their QR codes
+as the sandbox's buyer, waits for the sagas to settle, and checks what the API then says:
+
+1. booking: a paid order makes the reservation active;
+2. renewal: the next order of an active reservation is a renewal and extends it;
+3. two windows: a newer order supersedes an open one, whose late payment is refunded;
+4. timeout: an unpaid order expires, and paying its QR code afterwards is refunded.
+
+It ends with the money per reservation: what was paid in less what went back must be what
+the paid orders cost, in the API's view and at the gateway. Exit status: 0 when everything
+went as expected, 1 when an expectation failed, 2 when the system could not be driven at all.
+
+Errors:
+
+    DemoError
+     ├── KeyRefused         the API refused the key: no scenario can run
+     └── UnexpectedAnswer   an endpoint answered outside its contract: the scenario stops
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, ClassVar, TypeVar
+
+import httpx
+from pydantic import BaseModel, ConfigDict
+
+from paysaga.api_keys import dev_api_key
+from paysaga.settings import Settings
+
+# How long a saga may take to settle once it has all it needs: notification, refund, retries.
+SETTLE_SECONDS = 30.0
+POLL_SECONDS = 0.25
+# Creating an order waits for the gateway's QR code (PAYSAGA_PAYMENT_CREATE_TIMEOUT_SECONDS).
+API_TIMEOUT_SECONDS = 40.0
+SANDBOX_TIMEOUT_SECONDS = 10.0
+# Waiting out a longer payment timeout would make the demo a coffee break.
+LONGEST_TIMEOUT_TO_WAIT_SECONDS = 60
+ZERO = Decimal("0.00")
+
+
+class DemoError(Exception):
+    """The demo could not go on as planned; the message says what answered what."""
+
+
+class KeyRefused(DemoError):
+    pass
+
+
+class UnexpectedAnswer(DemoError):
+    pass
+
+
+class _Wire(BaseModel):
+    # Only what the demo reads: the API may add fields without breaking it.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class ApiPayment(_Wire):
+    trade_no: str
+    amount: Decimal
+    status: str
+
+
+class ApiRefund(_Wire):
+    refund_no: str
+    amount: Decimal
+    status: str
+
+
+class ApiOrder(_Wire):
+    order_id: str
+    reservation_id: str
+    kind: str
+    status: str
+    status_reason: str | None
+    amount: Decimal
+    created_at: datetime
+    expires_at: datetime
+    flagged: str | None
+    payments: list[ApiPayment]
+    refunds: list[ApiRefund]
+
+    @property
+    def refunds_in_flight(self) -> bool:
+        return any(refund.status == "pending" for refund in self.refunds)
+
+    @property
+    def payment_timeout_seconds(self) -> int:
+        return round((self.expires_at - self.created_at).total_seconds())
+
+
+class ApiOrderSummary(_Wire):
+    order_id: str
+
+
+class ApiReservation(_Wire):
+    reservation_id: str
+    status: str
+    valid_until: datetime | None
+    orders: list[ApiOrderSummary]
+
+
+class GatewayTrade(_Wire):
+    out_trade_no: str
+    captured: Decimal
+    refunded: Decimal
+
+
+class GatewayLedger(_Wire):
+    trades: list[GatewayTrade]
+
+
+Model = TypeVar("Model", bound=_Wire)
+
+
+class DemoClient:
+    """The API as the business's app calls it, and the sandbox as a buyer and operator use it."""
+
+    def __init__(self, *, api: httpx.Client, sandbox: httpx.Client) -> None:
+        self.api = api
+        self.sandbox = sandbox
+
+    def create_order(self, reservation_id: str, *, days: int, step: str) -> ApiOrder:
+        # Derived from the reservation and the step, so a retried POST would join its order
+        # instead of opening a second payment window.
+        headers = {"Idempotency-Key": f"{reservation_id}-{step}"}
+        body = {"reservation_id": reservation_id, "days": days}
+        answer = _send(self.api, "POST", "/v1/orders", json=body, headers=headers)
+        return ApiOrder.model_validate_json(answer.content)
+
+    def order(self, order_id: str) -> ApiOrder:
+        return _read(self.api, f"/v1/orders/{order_id}", ApiOrder)
+
+    def reservation(self, reservation_id: str) -> ApiReservation:
+        return _read(self.api, f"/v1/reservations/{reservation_id}", ApiReservation)
+
+    def pay(self, order_id: str) -> None:
+        """The buyer pays the order's QR code; the sandbox then notifies paysaga."""
+        _send(self.sandbox, "POST", f"/sandbox/trades/{order_id}/pay")
+
+    def ledger(self) -> GatewayLedger:
+        return _read(self.sandbox, "/sandbox/ledger", GatewayLedger)
+
+    @contextmanager
+    def sandbox_faults(self, **faults: bool) -> Iterator[None]:
+        _send(self.sandbox, "PUT", "/sandbox/faults", json=faults)
+        try:
+            yield
+        finally:
+            _send(self.sandbox, "DELETE", "/sandbox/faults")
+
+
+def _read(client: httpx.Client, path: str, model: type[Model]) -> Model:
+    return model.model_validate_json(_send(client, "GET", path).content)
+
+
+def _send(client: httpx.Client, method: str, path: str, **options: Any) -> httpx.Response:
+    try:
+        answer = client.request(method, path, **options)
+    except httpx.TimeoutException as timeout:
+        raise UnexpectedAnswer(f"{method} {client.base_url}{path}: no answer ({timeout})") from None
+    if answer.status_code == 401:
+        raise KeyRefused(
+            f"the API at {client.base_url} refused the key: run the demo with the same "
+            "PAYSAGA_HOME as `paysaga dev`, or pass --api-key"
+        )
+    if answer.is_error:
+        raise UnexpectedAnswer(
+            f"{method} {answer.request.url} answered {answer.status_code}: {_detail(answer)}"
+        )
+    return answer
+
+
+def _detail(answer: httpx.Response) -> str:
+    try:
+        return str(answer.json().get("detail", answer.text))
+    except ValueError:
+        return answer.text[:200]
+
+
+@dataclass(frozen=True)
+class OrderRow:
+    """One order as it ended, a line of the outcome table."""
+
+    order_id: str
+    reservation_id: str
+    kind: str
+    amount: Decimal
+    status: str
+    payments: str
+    refunds: str
+    note: str
+
+    HEADER: ClassVar[tuple[str, ...]] = (
+        "order",
+        "reservation",
+        "kind",
+        "amount",
+        "status",
+        "payments",
+        "refunds",
+        "note",
+    )
+
+    @classmethod
+    def of(cls, order: ApiOrder, *, note: str) -> OrderRow:
+        reasons = [reason for reason in (order.status_reason, order.flagged) if reason]
+        return cls(
+            order_id=order.order_id,
+            reservation_id=order.reservation_id,
+            kind=order.kind,
+            amount=order.amount,
+            status=order.status,
+            payments=", ".join(str(payment.amount) for payment in order.payments) or "-",
+            refunds=_refunds_text(order),
+            note="; ".join([note, *reasons]),
+        )
+
+    def cells(self) -> tuple[str, ...]:
+        return (
+            self.order_id,
+            self.reservation_id,
+            self.kind,
+            str(self.amount),
+            self.status,
+            self.payments,
+            self.refunds,
+            self.note,
+        )
+
+
+def _refunds_text(order: ApiOrder) -> str:
+    return ", ".join(f"{refund.amount} {refund.status}" for refund in order.refunds) or "-"
+
+
+@dataclass(frozen=True)
+class MoneyRow:
+    """A reservation's money: paid in less refunded must be what its paid orders cost."""
+
+    reservation_id: str
+    paid_in: Decimal
+    refunded: Decimal
+    owed: Decimal
+    gateway_net: Decimal
+
+    HEADER: ClassVar[tuple[str, ...]] = (
+        "reservation",
+        "paid in",
+        "refunded",
+        "paid orders",
+        "gateway net",
+        "check",
+    )
+
+    @property
+    def ok(self) -> bool:
+        return self.paid_in - self.refunded == self.owed == self.gateway_net
+
+    def cells(self) -> tuple[str, ...]:
+        return (
+            self.reservation_id,
+            str(self.paid_in),
+            str(self.refunded),
+            str(self.owed),
+            str(self.gateway_net),
+            "OK" if self.ok else "MISMATCH",
+        )
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Columns padded to their widest cell, under a header and a rule; no trailing spaces."""
+    widths = [max(len(line[i]) for line in (header, *rows)) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True))
+
+    rule = ["-" * width for width in widths]
+    return "\n".join(line(cells).rstrip() for cells in (header, rule, *rows))
+
+
+@dataclass
+class Demo:
+    client: DemoClient
+    # Until an order shows the server's own, this process's setting is the best guess.
+    payment_timeout_seconds: int
+    rows: list[OrderRow] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    reservation_ids: list[str] = field(default_factory=list)
+
+    def new_reservation(self) -> str:
+        reservation_id = f"demo-{secrets.token_hex(4)}-room"
+        self.reservation_ids.append(reservation_id)
+        return reservation_id
+
+    def create_order(self, reservation_id: str, *, days: int, step: str) -> ApiOrder:
+        order = self.client.create_order(reservation_id, days=days, step=step)
+        # `paysaga dev` may run with another PAYSAGA_PAYMENT_TIMEOUT_SECONDS than this shell:
+        # the order's own expiry tells the timeout that counts.
+        self.payment_timeout_seconds = order.payment_timeout_seconds
+        return order
+
+    def settled(self, order_id: str, status: str, *, within: float = SETTLE_SECONDS) -> ApiOrder:
+        """The order once it has `status` and no refund in flight, or as last seen at the end."""
+        deadline = time.monotonic() + within
+        while True:
+            order = self.client.order(order_id)
+            if order.status == status and not order.refunds_in_flight:
+                return order
+            if time.monotonic() >= deadline:
+                return order
+            time.sleep(POLL_SECONDS)
+
+    def expect(self, holds: bool, failure: str) -> bool:
+        if not holds:
+            self.failures.append(failure)
+        return holds
+
+    def finish(
+        self, order: ApiOrder, *, scenario: str, kind: str, status: str, refunds: int = 0
+    ) -> None:
+        """Check how the order ended and add it to the table."""
+        name = f"{scenario}: order {order.order_id}"
+        self.expect(order.kind == kind, f"{name} is a {order.kind}, expected a {kind}")
+        self.expect(order.status == status, f"{name} is {order.status}, expected {status}")
+        succeeded = [refund for refund in order.refunds if refund.status == "succeeded"]
+        self.expect(
+            len(order.refunds) == len(succeeded) == refunds,
+            f"{name} has refunds [{_refunds_text(order)}], expected {refunds} succeeded",
+        )
+        self.rows.append(OrderRow.of(order, note=scenario))
+
+
+def booking_then_renewal(demo: Demo) -> None:
+    reservation_id = demo.new_reservation()
+    booking = demo.create_order(reservation_id, days=3, step="booking")
+    demo.client.pay(booking.order_id)
+    demo.finish(
+        demo.settled(booking.order_id, "paid"), scenario="1 booking", kind="booking", status="paid"
+    )
+    booked = demo.client.reservation(reservation_id)
+    demo.expect(
+        booked.status == "active",
+        f"1 booking: reservation {reservation_id} is {booked.status}, expected active",
+    )
+
+    renewal = demo.create_order(reservation_id, days=2, step="renewal")
+    demo.client.pay(renewal.order_id)
+    demo.finish(
+        demo.settled(renewal.order_id, "paid"), scenario="2 renewal", kind="renewal", status="paid"
+    )
+    renewed = demo.client.reservation(reservation_id)
+    if booked.valid_until is not None:
+        expected = booked.valid_until + timedelta(days=2)
+        demo.expect(
+            renewed.valid_until == expected,
+            f"2 renewal: reservation {reservation_id} is valid until {renewed.valid_until}, "
+            f"expected {expected}",
+        )
+
+
+def two_windows(demo: Demo) -> None:
+    reservation_id = demo.new_reservation()
+    first = demo.create_order(reservation_id, days=1, step="window-1")
+    second = demo.create_order(reservation_id, days=2, step="window-2")
+    superseded = demo.settled(first.order_id, "superseded")
+    demo.expect(
+        superseded.status == "superseded",
+        f"3 two windows: order {first.order_id} is {superseded.status} after a newer order, "
+        "expected superseded",
+    )
+    # The buyer still had the first window open and pays both QR codes.
+    demo.client.pay(first.order_id)
+    demo.client.pay(second.order_id)
+    demo.finish(
+        demo.settled(second.order_id, "paid"),
+        scenario="3 newer window paid",
+        kind="booking",
+        status="paid",
+    )
+    demo.finish(
+        demo.settled(first.order_id, "refunded"),
+        scenario="3 superseded window paid: refunded",
+        kind="booking",
+        status="refunded",
+        refunds=1,
+    )
+
+
+def payment_timeout(demo: Demo) -> None:
+    timeout = demo.payment_timeout_seconds
+    if timeout > LONGEST_TIMEOUT_TO_WAIT_SECONDS:
+        print(
+            f"  skipped: the payment timeout is {timeout} s; to see orders expire, run "
+            "`PAYSAGA_PAYMENT_TIMEOUT_SECONDS=10 paysaga dev`"
+        )
+        return
+    print(f"  waiting {timeout} s for the payment timeout")
+    reservation_id = demo.new_reservation()
+    order = demo.create_order(reservation_id, days=1, step="booking")
+    expired = demo.settled(order.order_id, "expired", within=timeout + SETTLE_SECONDS)
+    if not demo.expect(
+        expired.status == "expired",
+        f"4 timeout: order {order.order_id} is {expired.status} after the timeout, "
+        "expected expired",
+    ):
+        demo.rows.append(OrderRow.of(expired, note="4 unpaid past the timeout"))
+        return
+    # The QR code has expired too; the fault lets the buyer pay it anyway, as a payment
+    # racing the deadline would.
+    with demo.client.sandbox_faults(accept_expired_qr=True):
+        demo.client.pay(order.order_id)
+    demo.finish(
+        demo.settled(order.order_id, "refunded"),
+        scenario="4 expired, then paid: refunded",
+        kind="booking",
+        status="refunded",
+        refunds=1,
+    )
+
+
+SCENARIOS: tuple[tuple[str, Callable[[Demo], None]], ...] = (
+    ("1+2 booking, then renewal", booking_then_renewal),
+    ("3 two payment windows", two_windows),
+    ("4 payment timeout", payment_timeout),
+)
+
+
+def check_money(demo: Demo) -> list[MoneyRow]:
+    """Each reservation's money, from the API's view and the gateway's; mismatches fail."""
+    ledger = {trade.out_trade_no: trade for trade in demo.client.ledger().trades}
+    rows = []
+    for reservation_id in demo.reservation_ids:
+        order_ids = [o.order_id for o in demo.client.reservation(reservation_id).orders]
+        orders = [demo.client.order(order_id) for order_id in order_ids]
+        trades = [ledger[order_id] for order_id in order_ids if order_id in ledger]
+        rows.append(
+            MoneyRow(
+                reservation_id=reservation_id,
+                paid_in=sum((p.amount for o in orders for p in o.payments), ZERO),
+                refunded=sum(
+                    (r.amount for o in orders for r in o.refunds if r.status == "succeeded"), ZERO
+                ),
+                owed=sum((o.amount for o in orders if o.status == "paid"), ZERO),
+                gateway_net=sum((t.captured - t.refunded for t in trades), ZERO),
+            )
+        )
+    for row in rows:
+        demo.expect(row.ok, f"the money of reservation {row.reservation_id} does not add up")
+    return rows
+
+
+def run_demo(settings: Settings, *, api_url: str | None, api_key: str | None) -> int:
+    api_url = api_url or settings.public_base_url
+    key = api_key or dev_api_key(settings)
+    api = httpx.Client(
+        base_url=api_url,
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=API_TIMEOUT_SECONDS,
+    )
+    sandbox = httpx.Client(base_url=settings.sandbox_url, timeout=SANDBOX_TIMEOUT_SECONDS)
+    with api, sandbox:
+        demo = Demo(DemoClient(api=api, sandbox=sandbox), settings.payment_timeout_seconds)
+        print(f"paysaga demo against {api_url} (sandbox {settings.sandbox_url})")
+        try:
+            _run_scenarios(demo)
+            money = check_money(demo)
+        except httpx.ConnectError as refused:
+            print(
+                f"paysaga demo: cannot connect to {refused.request.url.copy_with(path='/')}: "
+                "is `paysaga dev` running?",
+                file=sys.stderr,
+            )
+            return 2
+        except KeyRefused as refusal:
+            print(f"paysaga demo: {refusal}", file=sys.stderr)
+            return 2
+    _report(demo, money)
+    return 1 if demo.failures else 0
+
+
+def _run_scenarios(demo: Demo) -> None:
+    for title, scenario in SCENARIOS:
+        print(f"scenario {title}", flush=True)
+        try:
+            scenario(demo)
+        except UnexpectedAnswer as answer:
+            demo.failures.append(f"{title}: stopped: {answer}")
+
+
+def _report(demo: Demo, money: list[MoneyRow]) -> None:
+    print()
+    print(format_table(OrderRow.HEADER, [row.cells() for row in demo.rows]))
+    if money:
+        print()
+        print(format_table(MoneyRow.HEADER, [row.cells() for row in money]))
+    print()
+    if not demo.failures:
+        print("every scenario ended as expected")
+        return
+    print(f"{len(demo.failures)} expectation(s) failed:")
+    for failure in demo.failures:
+        print(f"  - {failure}")

@@ -1,0 +1,97 @@
+"""The whole system as separate processes, as `paysaga dev` runs it, on free loopback ports.
+
+The Temporal dev server, the sandbox gateway, two workers and three API processes share one
+database. Two APIs take orders with a long payment timeout, the third with a short one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from paysaga.dev import (
+    Supervisor,
+    ensure_dev_keys,
+    prepare_database,
+    sandbox_env,
+    wait_for_port,
+)
+from paysaga.settings import Settings
+from paysaga.temporal_server import dev_server_command
+from tests.servers import free_port
+
+API_KEY = "psk_test_full_stack"
+TASK_QUEUE = "paysaga-full-stack"
+SHORT_TIMEOUT_SECONDS = 4
+LONG_TIMEOUT_SECONDS = 600
+
+
+@dataclass(frozen=True)
+class System:
+    temporal_address: str
+    sandbox_url: str
+    api_urls: tuple[str, str]  # long payment timeout
+    short_timeout_api_url: str
+    database_url: str
+    keys_dir: Path
+    logs: Path
+
+
+@contextmanager
+def running_system(home: Path, database_url: str) -> Iterator[System]:
+    ensure_dev_keys(home / "keys")
+    prepare_database(database_url)
+    temporal_port, sandbox_port = free_port(), free_port()
+    api_ports = [free_port() for _ in range(3)]
+    temporal_address = f"127.0.0.1:{temporal_port}"
+    sandbox_url = f"http://127.0.0.1:{sandbox_port}"
+    api_urls = [f"http://127.0.0.1:{port}" for port in api_ports]
+    base_env = {
+        **os.environ,
+        "PAYSAGA_HOME": str(home),
+        "PAYSAGA_DATABASE_URL": database_url,
+        "PAYSAGA_TEMPORAL_ADDRESS": temporal_address,
+        "PAYSAGA_TASK_QUEUE": TASK_QUEUE,
+        "PAYSAGA_API_KEYS": API_KEY,
+        "PAYSAGA_SANDBOX_URL": sandbox_url,
+        "PAYSAGA_PAYMENT_CREATE_TIMEOUT_SECONDS": "3",
+    }
+    supervisor = Supervisor(env=base_env, log_dir=home / "logs")
+    settings = Settings(home=home, sandbox_url=sandbox_url)
+    try:
+        supervisor.start(
+            "temporal", dev_server_command(port=temporal_port, ui_port=None, db_file=None)
+        )
+        supervisor.start_paysaga(
+            "sandbox", **sandbox_env(settings), PAYSAGA_SANDBOX_NOTIFY_RETRY_SCALE="0.001"
+        )
+        wait_for_port("127.0.0.1", temporal_port, supervisor=supervisor, name="Temporal")
+        wait_for_port("127.0.0.1", sandbox_port, supervisor=supervisor, name="the sandbox")
+        # Each worker builds notify_url from its own API, so notifications reach both.
+        for n, api_url in enumerate(api_urls[:2]):
+            supervisor.start_paysaga("worker", name=f"worker-{n}", PAYSAGA_PUBLIC_BASE_URL=api_url)
+        for n, port in enumerate(api_ports):
+            timeout = SHORT_TIMEOUT_SECONDS if n == 2 else LONG_TIMEOUT_SECONDS
+            supervisor.start_paysaga(
+                "api",
+                name=f"api-{n}",
+                PAYSAGA_API_PORT=str(port),
+                PAYSAGA_PUBLIC_BASE_URL=api_urls[n],
+                PAYSAGA_PAYMENT_TIMEOUT_SECONDS=str(timeout),
+            )
+        for port in api_ports:
+            wait_for_port("127.0.0.1", port, supervisor=supervisor, name="an API")
+        yield System(
+            temporal_address=temporal_address,
+            sandbox_url=sandbox_url,
+            api_urls=(api_urls[0], api_urls[1]),
+            short_timeout_api_url=api_urls[2],
+            database_url=database_url,
+            keys_dir=home / "keys",
+            logs=home / "logs",
+        )
+    finally:
+        supervisor.stop()

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+from paysaga.demo import ApiOrder, MoneyRow, OrderRow, format_table
+
+REFUNDED_ORDER = b"""{
+    "order_id": "ord_a", "reservation_id": "demo-1-room", "kind": "booking",
+    "status": "refunded", "status_reason": "superseded by a newer order", "amount": "9.90",
+    "currency": "CNY", "created_at": "2025-01-01T00:00:00Z",
+    "expires_at": "2025-01-01T00:00:10Z", "flagged": null,
+    "payments": [{"trade_no": "t1", "amount": "9.90", "status": "refunded", "paid_at": null}],
+    "refunds": [{"refund_no": "rf_t1", "trade_no": "t1", "amount": "9.90",
+                 "status": "succeeded"}]
+}"""
+
+
+def test_columns_are_padded_to_their_widest_cell_without_trailing_spaces() -> None:
+    table = format_table(("order", "amount"), [("ord_1", "29.70"), ("ord_22", "9.90")])
+
+    assert table.splitlines() == [
+        "order   amount",
+        "------  ------",
+        "ord_1   29.70",
+        "ord_22  9.90",
+    ]
+
+
+def test_an_order_row_shows_its_money_and_why_it_ended_so() -> None:
+    order = ApiOrder.model_validate_json(REFUNDED_ORDER)
+
+    row = OrderRow.of(order, note="3 superseded window paid")
+
+    assert order.amount == Decimal("9.90")
+    assert order.payment_timeout_seconds == 10
+    assert row.cells() == (
+        "ord_a",
+        "demo-1-room",
+        "booking",
+        "9.90",
+        "refunded",
+        "9.90",
+        "9.90 succeeded",
+        "3 superseded window paid; superseded by a newer order",
+    )
+
+
+def test_money_adds_up_only_when_the_api_and_the_gateway_agree() -> None:
+    def money(gateway_net: str) -> MoneyRow:
+        return MoneyRow(
+            reservation_id="demo-1-room",
+            paid_in=Decimal("39.60"),
+            refunded=Decimal("9.90"),
+            owed=Decimal("29.70"),
+            gateway_net=Decimal(gateway_net),
+        )
+
+    assert money("29.70").cells()[-1] == "OK"
+    assert money("39.60").cells()[-1] == "MISMATCH"

@@ -1,0 +1,401 @@
+"""The whole system over real HTTP: the business's app on one side, Alipay's sandbox on the
+other, and paysaga's own processes — Temporal dev server, workers, APIs — in between."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from temporalio.client import Client, WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from gateways.alipay_signing import (
+    NOTIFICATION_UNSIGNED,
+    load_private_key,
+    sign,
+    signing_string,
+)
+from paysaga.settings import SANDBOX_APP_ID
+from tests.databases import database_url
+from tests.rig import Sandbox
+from tests.system import API_KEY, System, running_system
+from worker import WORKFLOWS
+
+pytestmark = pytest.mark.slow
+FINAL = {"paid", "expired", "superseded", "cancelled", "refunded"}
+
+
+@pytest.fixture(scope="session")
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+    home = tmp_path_factory.mktemp("system")
+    kind = os.environ.get("PAYSAGA_TEST_DATABASE", "sqlite")
+    with database_url(kind, home) as url, running_system(home, url) as running:
+        yield running
+
+
+@dataclass
+class Shop:
+    """The business's app: it calls paysaga's API."""
+
+    http: httpx.AsyncClient
+    system: System
+
+    async def create(
+        self, reservation: str, days: int = 3, *, api: int = 0, **extra: Any
+    ) -> httpx.Response:
+        url = self._api(api)
+        headers = (
+            {"Idempotency-Key": extra.pop("idempotency_key")} if "idempotency_key" in extra else {}
+        )
+        return await self.http.post(
+            f"{url}/v1/orders",
+            json={"reservation_id": reservation, "days": days, **extra},
+            headers=headers,
+        )
+
+    async def order(self, reservation: str, days: int = 3, *, api: int = 0) -> dict[str, Any]:
+        response = await self.create(reservation, days, api=api)
+        assert response.status_code == 201, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def get(self, path: str) -> dict[str, Any]:
+        response = await self.http.get(f"{self.system.api_urls[0]}{path}")
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def settled(self, order_id: str, *statuses: str, seconds: float = 30) -> dict[str, Any]:
+        """The order once it has one of these statuses and no money of it is still moving."""
+        return await self.until(
+            order_id,
+            lambda order: (
+                order["status"] in statuses
+                and all(refund["status"] != "pending" for refund in order["refunds"])
+                and all(
+                    payment["status"] not in ("received", "refunding")
+                    for payment in order["payments"]
+                )
+            ),
+            seconds=seconds,
+        )
+
+    async def until(
+        self, order_id: str, done: Callable[[dict[str, Any]], bool], *, seconds: float = 30
+    ) -> dict[str, Any]:
+        deadline = asyncio.get_running_loop().time() + seconds
+        while True:
+            order = await self.get(f"/v1/orders/{order_id}")
+            if done(order):
+                return order
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"order never got there: {json.dumps(order, indent=1)}")
+            await asyncio.sleep(0.1)
+
+    def _api(self, n: int) -> str:
+        return self.system.short_timeout_api_url if n == 2 else self.system.api_urls[n]
+
+
+@pytest.fixture(scope="session")
+async def shop(system: System) -> AsyncIterator[Shop]:
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    async with httpx.AsyncClient(headers=headers, timeout=30) as http:
+        yield Shop(http, system)
+
+
+@pytest.fixture(scope="session")
+async def sandbox(system: System) -> AsyncIterator[Sandbox]:
+    async with httpx.AsyncClient(timeout=30) as http:
+        yield Sandbox(http, system.sandbox_url)
+
+
+@pytest.fixture(autouse=True)
+async def healthy_sandbox(sandbox: Sandbox) -> AsyncIterator[None]:
+    yield
+    (await sandbox.http.delete(f"{sandbox.url}/sandbox/faults")).raise_for_status()
+
+
+def reservation() -> str:
+    return f"res-{uuid.uuid4().hex[:12]}"
+
+
+def money(value: str) -> Decimal:
+    return Decimal(value)
+
+
+async def conserved(shop: Shop, sandbox: Sandbox, reservation_id: str) -> Decimal:
+    """Checks captured − refunded = paid orders, by paysaga's books and by the gateway's;
+    returns that amount."""
+    view = await shop.get(f"/v1/reservations/{reservation_id}")
+    orders = [await shop.get(f"/v1/orders/{o['order_id']}") for o in view["orders"]]
+    captured = sum((money(p["amount"]) for o in orders for p in o["payments"]), Decimal(0))
+    refunded = sum(
+        (money(r["amount"]) for o in orders for r in o["refunds"] if r["status"] == "succeeded"),
+        Decimal(0),
+    )
+    paid = sum((money(o["amount"]) for o in orders if o["status"] == "paid"), Decimal(0))
+    assert captured - refunded == paid
+    assert await sandbox.net_captured([o["order_id"] for o in orders]) == paid
+    return paid
+
+
+async def test_a_booking_is_paid_and_activates_the_reservation(
+    shop: Shop, sandbox: Sandbox
+) -> None:
+    room = reservation()
+    order = await shop.order(room, 3)
+    assert order["kind"] == "booking" and order["status"] == "pending"
+    assert (order["amount"], order["currency"], order["gateway"]) == ("29.70", "CNY", "alipay")
+    assert order["qr_code"].startswith(sandbox.url)
+    assert datetime.fromisoformat(order["expires_at"]).utcoffset() == timedelta(0)
+
+    await sandbox.pay(order["order_id"])
+    paid = await shop.settled(order["order_id"], "paid")
+    assert [(p["amount"], p["status"]) for p in paid["payments"]] == [("29.70", "accepted")]
+    view = await shop.get(f"/v1/reservations/{room}")
+    assert view["status"] == "active" and view["payable_order_id"] is None
+    assert await conserved(shop, sandbox, room) == Decimal("29.70")
+
+
+async def test_a_renewal_extends_the_reservation(shop: Shop, sandbox: Sandbox) -> None:
+    room = reservation()
+    booking = await shop.order(room, 1)
+    await sandbox.pay(booking["order_id"])
+    await shop.settled(booking["order_id"], "paid")
+    before = datetime.fromisoformat((await shop.get(f"/v1/reservations/{room}"))["valid_until"])
+
+    renewal = await shop.order(room, 2, api=1)
+    assert renewal["kind"] == "renewal" and renewal["amount"] == "19.80"
+    await sandbox.pay(renewal["order_id"])
+    await shop.settled(renewal["order_id"], "paid")
+    after = datetime.fromisoformat((await shop.get(f"/v1/reservations/{room}"))["valid_until"])
+    assert after - before == timedelta(days=2)
+
+
+async def test_a_second_window_supersedes_and_paying_the_first_refunds_it(
+    shop: Shop, sandbox: Sandbox
+) -> None:
+    room = reservation()
+    first = await shop.order(room)
+    second = await shop.order(room, api=1)
+    await shop.until(first["order_id"], lambda order: order["status"] == "superseded")
+
+    await asyncio.gather(sandbox.pay(first["order_id"]), sandbox.pay(second["order_id"]))
+    refunded = await shop.settled(first["order_id"], "refunded")
+    assert [(r["amount"], r["status"]) for r in refunded["refunds"]] == [("29.70", "succeeded")]
+    await shop.settled(second["order_id"], "paid")
+    assert await conserved(shop, sandbox, room) == Decimal("29.70")
+
+
+async def test_a_late_payment_after_expiry_is_refunded_once(shop: Shop, sandbox: Sandbox) -> None:
+    room = reservation()
+    order = await shop.order(room, api=2)
+    await shop.until(order["order_id"], lambda o: o["status"] == "expired", seconds=30)
+
+    # The buyer pays the stale QR code anyway, and Alipay tells us three times at once.
+    await sandbox.faults(accept_expired_qr=True, duplicate_notifications=3)
+    await sandbox.pay(order["order_id"])
+    late = await shop.settled(order["order_id"], "refunded")
+    assert len(late["payments"]) == 1 and len(late["refunds"]) == 1
+    assert len((await sandbox.trade(order["order_id"]))["refunds"]) == 1
+    assert await conserved(shop, sandbox, room) == Decimal(0)
+
+
+async def test_twenty_duplicate_notifications_make_one_payment(
+    shop: Shop, sandbox: Sandbox
+) -> None:
+    room = reservation()
+    order = await shop.order(room)
+    await sandbox.faults(duplicate_notifications=20)
+    await sandbox.pay(order["order_id"])
+    paid = await shop.settled(order["order_id"], "paid")
+    assert len(paid["payments"]) == 1 and paid["refunds"] == []
+
+    async def delivered() -> bool:
+        notes = (await sandbox.trade(order["order_id"]))["notifications"]
+        return bool(notes) and all(note["delivered"] for note in notes)
+
+    for _ in range(100):
+        if await delivered():
+            break
+        await asyncio.sleep(0.1)
+    assert await delivered()
+    assert await conserved(shop, sandbox, room) == Decimal("29.70")
+
+
+async def test_twenty_concurrent_orders_leave_one_payable_and_one_paid(
+    shop: Shop, sandbox: Sandbox
+) -> None:
+    room = reservation()
+    created = await asyncio.gather(*(shop.order(room, 1, api=n % 2) for n in range(20)))
+    ids = [order["order_id"] for order in created]
+    view = await shop.get(f"/v1/reservations/{room}")
+    assert view["payable_order_id"] in ids
+
+    for _ in range(300):
+        statuses = [(await shop.get(f"/v1/orders/{i}"))["status"] for i in ids]
+        if statuses.count("superseded") == 19:
+            break
+        await asyncio.sleep(0.1)
+    assert sorted(statuses) == ["pending"] + ["superseded"] * 19
+
+    await asyncio.gather(*(sandbox.pay(order_id) for order_id in ids))
+    final = [await shop.settled(order_id, "paid", "refunded", seconds=60) for order_id in ids]
+    assert sorted(order["status"] for order in final) == ["paid"] + ["refunded"] * 19
+    assert await conserved(shop, sandbox, room) == Decimal("9.90")
+
+
+async def test_a_cancelled_order_closes_its_trade(shop: Shop, sandbox: Sandbox) -> None:
+    order = await shop.order(reservation())
+    await sandbox.scan(order["order_id"])
+    response = await shop.http.post(
+        f"{shop.system.api_urls[1]}/v1/orders/{order['order_id']}/cancel"
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "cancelled"
+    assert (await sandbox.trade(order["order_id"]))["status"] == "TRADE_CLOSED"
+    again = await shop.http.post(f"{shop.system.api_urls[0]}/v1/orders/{order['order_id']}/cancel")
+    assert again.status_code == 409 and "cancelled" in again.json()["detail"]
+
+
+def alipay_form(system: System, key: rsa.RSAPrivateKey, **fields: str) -> dict[str, str]:
+    params = {
+        "notify_time": "2026-11-23 20:00:00",
+        "notify_type": "trade_status_sync",
+        "notify_id": uuid.uuid4().hex,
+        "app_id": SANDBOX_APP_ID,
+        "charset": "utf-8",
+        "version": "1.0",
+        "sign_type": "RSA2",
+        "trade_no": "2026112322001400000000000001",
+        "trade_status": "TRADE_SUCCESS",
+        "total_amount": "29.70",
+        "gmt_payment": "2026-11-23 19:59:59",
+        **fields,
+    }
+    params["sign"] = sign(signing_string(params, unsigned=NOTIFICATION_UNSIGNED), key)
+    return params
+
+
+async def test_forged_and_malformed_callbacks_change_nothing(shop: Shop, system: System) -> None:
+    order = await shop.order(reservation())
+    callback = f"{system.api_urls[0]}/v1/callbacks/alipay"
+    alipay_key = load_private_key(system.keys_dir / "sandbox_private.pem")
+    forger_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+    forged = alipay_form(system, forger_key, out_trade_no=order["order_id"])
+    response = await shop.http.post(callback, data=forged)
+    assert response.status_code == 400 and "signature" in response.json()["detail"]
+
+    tampered = alipay_form(system, alipay_key, out_trade_no=order["order_id"])
+    tampered["total_amount"] = "0.01"
+    assert (await shop.http.post(callback, data=tampered)).status_code == 400
+
+    sha1 = alipay_form(system, alipay_key, out_trade_no=order["order_id"], sign_type="RSA")
+    message = signing_string(sha1, unsigned=NOTIFICATION_UNSIGNED).encode()
+    sha1["sign"] = base64.b64encode(
+        alipay_key.sign(message, padding.PKCS1v15(), hashes.SHA1())
+    ).decode()
+    response = await shop.http.post(callback, data=sha1)
+    assert response.status_code == 400 and "RSA2" in response.json()["detail"]
+
+    unknown = alipay_form(system, alipay_key, out_trade_no="ord_nobody")
+    response = await shop.http.post(callback, data=unknown)
+    assert response.status_code == 404 and "ord_nobody" in response.json()["detail"]
+
+    response = await shop.http.post(
+        callback, content=b"%%%not a form", headers={"Content-Type": "text/plain"}
+    )
+    assert response.status_code == 400
+
+    unchanged = await shop.get(f"/v1/orders/{order['order_id']}")
+    assert unchanged["status"] == "pending" and unchanged["payments"] == []
+
+
+async def test_stale_prices_bad_input_and_strangers_are_refused(shop: Shop) -> None:
+    room = reservation()
+    stale = await shop.create(room, 3, expected_amount="19.80")
+    assert stale.status_code == 409
+    assert stale.json()["amount"] == "29.70" and "price" in stale.json()["detail"]
+    missing = await shop.http.get(f"{shop.system.api_urls[0]}/v1/reservations/{room}")
+    assert missing.status_code == 404  # nothing was created
+
+    for body in (
+        {"reservation_id": "a b", "days": 1},
+        {"reservation_id": "r", "days": 0},
+        {"reservation_id": "r", "days": 366},
+        {"reservation_id": "r"},
+    ):
+        response = await shop.http.post(f"{shop.system.api_urls[0]}/v1/orders", json=body)
+        assert response.status_code == 422 and response.json()["detail"]
+
+    unknown = await shop.http.get(f"{shop.system.api_urls[0]}/v1/orders/ord_nobody")
+    assert unknown.status_code == 404
+    async with httpx.AsyncClient() as stranger:
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            response = await stranger.get(
+                f"{shop.system.api_urls[0]}/v1/orders/ord_nobody", headers=headers
+            )
+            assert response.status_code == 401 and response.json()["detail"]
+
+
+async def test_an_idempotency_key_returns_the_same_order(shop: Shop) -> None:
+    room = reservation()
+    key = uuid.uuid4().hex
+    first, second = await asyncio.gather(
+        shop.create(room, 2, idempotency_key=key), shop.create(room, 2, api=1, idempotency_key=key)
+    )
+    assert first.status_code == second.status_code == 201
+    assert first.json()["order_id"] == second.json()["order_id"]
+    assert len((await shop.get(f"/v1/reservations/{room}"))["orders"]) == 1
+    reused = await shop.create(room, 5, idempotency_key=key)
+    assert reused.status_code == 422
+
+
+async def test_an_unreachable_gateway_gives_503_and_no_payable_order(
+    shop: Shop, sandbox: Sandbox
+) -> None:
+    room = reservation()
+    await sandbox.faults(fail_methods={"alipay.trade.precreate": 1000}, fail_mode="http_503")
+    response = await shop.create(room)
+    assert response.status_code == 503 and "gateway" in response.json()["detail"]
+    view = await shop.get(f"/v1/reservations/{room}")
+    assert view["payable_order_id"] is None
+    assert [order["status"] for order in view["orders"]] == ["cancelled"]
+
+
+async def _each(histories: list[WorkflowHistory]) -> AsyncIterator[WorkflowHistory]:
+    for history in histories:
+        yield history
+
+
+async def test_every_history_replays(system: System, tmp_path: Path) -> None:
+    """Determinism: every saga this session ran replays on the current workflow code."""
+    client = await Client.connect(system.temporal_address, data_converter=pydantic_data_converter)
+    histories = [
+        await client.get_workflow_handle(execution.id, run_id=execution.run_id).fetch_history()
+        async for execution in client.list_workflows()
+    ]
+    assert len(histories) >= 20
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
+    results = await replayer.replay_workflows(_each(histories), raise_on_replay_failure=False)
+    assert results.replay_failures == {}
+    record = os.environ.get("PAYSAGA_RECORD_HISTORIES")
+    if record:
+        Path(record).mkdir(parents=True, exist_ok=True)
+        for history in histories:
+            (Path(record) / f"{history.workflow_id}.json").write_text(history.to_json())
