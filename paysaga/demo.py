@@ -293,20 +293,22 @@ class Demo:
     client: DemoClient
     # Until an order shows the server's own, this process's setting is the best guess.
     payment_timeout_seconds: int
+    timeout_seen_on_server: bool = False
     rows: list[OrderRow] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     reservation_ids: list[str] = field(default_factory=list)
 
     def new_reservation(self) -> str:
-        reservation_id = f"demo-{secrets.token_hex(4)}-room"
-        self.reservation_ids.append(reservation_id)
-        return reservation_id
+        return f"demo-{secrets.token_hex(4)}-room"
 
     def create_order(self, reservation_id: str, *, days: int, step: str) -> ApiOrder:
         order = self.client.create_order(reservation_id, days=days, step=step)
+        if reservation_id not in self.reservation_ids:
+            self.reservation_ids.append(reservation_id)
         # `paysaga dev` may run with another PAYSAGA_PAYMENT_TIMEOUT_SECONDS than this shell:
         # the order's own expiry tells the timeout that counts.
         self.payment_timeout_seconds = order.payment_timeout_seconds
+        self.timeout_seen_on_server = True
         return order
 
     def settled(self, order_id: str, status: str, *, within: float = SETTLE_SECONDS) -> ApiOrder:
@@ -399,9 +401,10 @@ def two_windows(demo: Demo) -> None:
 def payment_timeout(demo: Demo) -> None:
     timeout = demo.payment_timeout_seconds
     if timeout > LONGEST_TIMEOUT_TO_WAIT_SECONDS:
+        source = "" if demo.timeout_seen_on_server else " (this shell's setting)"
         print(
-            f"  skipped: the payment timeout is {timeout} s; to see orders expire, run "
-            "`PAYSAGA_PAYMENT_TIMEOUT_SECONDS=10 paysaga dev`"
+            f"  skipped: the payment timeout is {timeout} s{source}; to see orders expire, "
+            "run `PAYSAGA_PAYMENT_TIMEOUT_SECONDS=10 paysaga dev`"
         )
         return
     print(f"  waiting {timeout} s for the payment timeout")
@@ -437,26 +440,33 @@ SCENARIOS: tuple[tuple[str, Callable[[Demo], None]], ...] = (
 
 def check_money(demo: Demo) -> list[MoneyRow]:
     """Each reservation's money, from the API's view and the gateway's; mismatches fail."""
-    ledger = {trade.out_trade_no: trade for trade in demo.client.ledger().trades}
-    rows = []
-    for reservation_id in demo.reservation_ids:
-        order_ids = [o.order_id for o in demo.client.reservation(reservation_id).orders]
-        orders = [demo.client.order(order_id) for order_id in order_ids]
-        trades = [ledger[order_id] for order_id in order_ids if order_id in ledger]
-        rows.append(
-            MoneyRow(
-                reservation_id=reservation_id,
-                paid_in=sum((p.amount for o in orders for p in o.payments), ZERO),
-                refunded=sum(
-                    (r.amount for o in orders for r in o.refunds if r.status == "succeeded"), ZERO
-                ),
-                owed=sum((o.amount for o in orders if o.status == "paid"), ZERO),
-                gateway_net=sum((t.captured - t.refunded for t in trades), ZERO),
-            )
-        )
+    try:
+        ledger = {trade.out_trade_no: trade for trade in demo.client.ledger().trades}
+        rows = [
+            _money_of(demo.client, reservation_id, ledger)
+            for reservation_id in demo.reservation_ids
+        ]
+    except UnexpectedAnswer as answer:
+        demo.failures.append(f"money check: stopped: {answer}")
+        return []
     for row in rows:
         demo.expect(row.ok, f"the money of reservation {row.reservation_id} does not add up")
     return rows
+
+
+def _money_of(client: DemoClient, reservation_id: str, ledger: dict[str, GatewayTrade]) -> MoneyRow:
+    order_ids = [order.order_id for order in client.reservation(reservation_id).orders]
+    orders = [client.order(order_id) for order_id in order_ids]
+    trades = [ledger[order_id] for order_id in order_ids if order_id in ledger]
+    return MoneyRow(
+        reservation_id=reservation_id,
+        paid_in=sum((p.amount for o in orders for p in o.payments), ZERO),
+        refunded=sum(
+            (r.amount for o in orders for r in o.refunds if r.status == "succeeded"), ZERO
+        ),
+        owed=sum((o.amount for o in orders if o.status == "paid"), ZERO),
+        gateway_net=sum((t.captured - t.refunded for t in trades), ZERO),
+    )
 
 
 def run_demo(settings: Settings, *, api_url: str | None, api_key: str | None) -> int:
@@ -498,11 +508,13 @@ def _run_scenarios(demo: Demo) -> None:
 
 
 def _report(demo: Demo, money: list[MoneyRow]) -> None:
-    print()
-    print(format_table(OrderRow.HEADER, [row.cells() for row in demo.rows]))
-    if money:
-        print()
-        print(format_table(MoneyRow.HEADER, [row.cells() for row in money]))
+    for header, rows in (
+        (OrderRow.HEADER, [row.cells() for row in demo.rows]),
+        (MoneyRow.HEADER, [row.cells() for row in money]),
+    ):
+        if rows:
+            print()
+            print(format_table(header, rows))
     print()
     if not demo.failures:
         print("every scenario ended as expected")

@@ -1,0 +1,43 @@
+# One command to run everything, one to test everything. Needs Python 3.11 and make.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-fast test-slow lint typecheck demo clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## run: set up, then start Temporal (with its Web UI), the sandbox gateway, a worker and the API
+run: $(STAMP)
+	$(BIN)/paysaga dev
+
+## demo: drive the running system (`make run` in another terminal) through the scenarios
+demo: $(STAMP)
+	$(BIN)/paysaga demo
+
+## test: set up, then lint, type-check and run both test tiers
+test: lint typecheck test-fast test-slow
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+## test-fast: unit, database (SQLite and PostgreSQL) and workflow (time-skipping) tests
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not slow"
+
+## test-slow: the whole system as processes over HTTP, on SQLite and then on PostgreSQL
+test-slow: $(STAMP)
+	PAYSAGA_TEST_DATABASE=sqlite $(BIN)/pytest -m slow
+	PAYSAGA_TEST_DATABASE=postgresql $(BIN)/pytest -m slow
+
+clean:
+	rm -rf $(VENV) .paysaga .mypy_cache .ruff_cache .pytest_cache
