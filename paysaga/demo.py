@@ -32,7 +32,7 @@ from decimal import Decimal
 from typing import Any, ClassVar, TypeVar
 
 import httpx
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from paysaga.api_keys import dev_api_key
 from paysaga.settings import Settings
@@ -135,8 +135,7 @@ class DemoClient:
         # instead of opening a second payment window.
         headers = {"Idempotency-Key": f"{reservation_id}-{step}"}
         body = {"reservation_id": reservation_id, "days": days}
-        answer = _send(self.api, "POST", "/v1/orders", json=body, headers=headers)
-        return ApiOrder.model_validate_json(answer.content)
+        return _parse(_send(self.api, "POST", "/v1/orders", json=body, headers=headers), ApiOrder)
 
     def order(self, order_id: str) -> ApiOrder:
         return _read(self.api, f"/v1/orders/{order_id}", ApiOrder)
@@ -161,7 +160,17 @@ class DemoClient:
 
 
 def _read(client: httpx.Client, path: str, model: type[Model]) -> Model:
-    return model.model_validate_json(_send(client, "GET", path).content)
+    return _parse(_send(client, "GET", path), model)
+
+
+def _parse(answer: httpx.Response, model: type[Model]) -> Model:
+    try:
+        return model.model_validate_json(answer.content)
+    except ValidationError as invalid:
+        raise UnexpectedAnswer(
+            f"{answer.request.method} {answer.request.url} answered no {model.__name__}: "
+            f"{invalid.errors()[0]['msg']}"
+        ) from None
 
 
 def _send(client: httpx.Client, method: str, path: str, **options: Any) -> httpx.Response:
@@ -288,6 +297,10 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(line(cells).rstrip() for cells in (header, rule, *rows))
 
 
+def new_reservation_id() -> str:
+    return f"demo-{secrets.token_hex(4)}-room"
+
+
 @dataclass
 class Demo:
     client: DemoClient
@@ -297,9 +310,6 @@ class Demo:
     rows: list[OrderRow] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     reservation_ids: list[str] = field(default_factory=list)
-
-    def new_reservation(self) -> str:
-        return f"demo-{secrets.token_hex(4)}-room"
 
     def create_order(self, reservation_id: str, *, days: int, step: str) -> ApiOrder:
         order = self.client.create_order(reservation_id, days=days, step=step)
@@ -343,7 +353,7 @@ class Demo:
 
 
 def booking_then_renewal(demo: Demo) -> None:
-    reservation_id = demo.new_reservation()
+    reservation_id = new_reservation_id()
     booking = demo.create_order(reservation_id, days=3, step="booking")
     demo.client.pay(booking.order_id)
     demo.finish(
@@ -371,7 +381,7 @@ def booking_then_renewal(demo: Demo) -> None:
 
 
 def two_windows(demo: Demo) -> None:
-    reservation_id = demo.new_reservation()
+    reservation_id = new_reservation_id()
     first = demo.create_order(reservation_id, days=1, step="window-1")
     second = demo.create_order(reservation_id, days=2, step="window-2")
     superseded = demo.settled(first.order_id, "superseded")
@@ -408,7 +418,7 @@ def payment_timeout(demo: Demo) -> None:
         )
         return
     print(f"  waiting {timeout} s for the payment timeout")
-    reservation_id = demo.new_reservation()
+    reservation_id = new_reservation_id()
     order = demo.create_order(reservation_id, days=1, step="booking")
     expired = demo.settled(order.order_id, "expired", within=timeout + SETTLE_SECONDS)
     if not demo.expect(

@@ -97,12 +97,16 @@ def wait_for_port(host: str, port: int, *, supervisor: Supervisor, name: str) ->
     while time.monotonic() < deadline:
         if supervisor.dead() is not None:
             raise RuntimeError(f"{supervisor.dead()} stopped while starting")
-        with socket.socket() as probe:
-            probe.settimeout(0.5)
-            if probe.connect_ex((host, port)) == 0:
-                return
+        if port_in_use(host, port):
+            return
         time.sleep(0.2)
     raise RuntimeError(f"{name} did not listen on {host}:{port} in {START_TIMEOUT_SECONDS} s")
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex((host, port)) == 0
 
 
 def run_dev(settings: Settings) -> int:
@@ -111,6 +115,25 @@ def run_dev(settings: Settings) -> int:
     prepare_database(settings.resolved_database_url)
     api_key = dev_api_key(settings)
     temporal_host, _, temporal_port = settings.temporal_address.rpartition(":")
+    sandbox = urlsplit(settings.sandbox_url)
+    wanted = {
+        "Temporal": (temporal_host, int(temporal_port)),
+        "the Temporal UI": ("127.0.0.1", TEMPORAL_UI_PORT),
+        "the sandbox": (sandbox.hostname or "127.0.0.1", sandbox.port or 80),
+        "the API": (settings.api_host, settings.api_port),
+    }
+    taken = [
+        f"{name} ({host}:{port})"
+        for name, (host, port) in wanted.items()
+        if port_in_use(host, port)
+    ]
+    if taken:
+        print(
+            f"paysaga dev: ports already in use for {', '.join(taken)}: "
+            "is another `paysaga dev` running?",
+            file=sys.stderr,
+        )
+        return 1
     supervisor = Supervisor(env={**os.environ, "PAYSAGA_HOME": str(home)}, log_dir=home / "logs")
     try:
         supervisor.start(
@@ -120,17 +143,11 @@ def run_dev(settings: Settings) -> int:
             ),
         )
         supervisor.start_paysaga("sandbox", **sandbox_env(settings))
-        wait_for_port(temporal_host, int(temporal_port), supervisor=supervisor, name="Temporal")
-        sandbox = urlsplit(settings.sandbox_url)
-        wait_for_port(
-            sandbox.hostname or "127.0.0.1",
-            sandbox.port or 80,
-            supervisor=supervisor,
-            name="the sandbox",
-        )
+        wait_for_port(*wanted["Temporal"], supervisor=supervisor, name="Temporal")
+        wait_for_port(*wanted["the sandbox"], supervisor=supervisor, name="the sandbox")
         supervisor.start_paysaga("worker")
         supervisor.start_paysaga("api")
-        wait_for_port(settings.api_host, settings.api_port, supervisor=supervisor, name="the API")
+        wait_for_port(*wanted["the API"], supervisor=supervisor, name="the API")
         print(
             f"""
 paysaga is running (logs in {home / "logs"}):
