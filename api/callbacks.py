@@ -15,11 +15,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
 from sqlmodel import Session
 from temporalio.common import WorkflowIDConflictPolicy
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 
 from api.deps import AppState, State
 from api.problems import ApiProblem
 from api.schemas import Problem
+from api.temporal import is_not_found, reaching_temporal
 from gateways.alipay_notification import AlipayNotification, verify_notification
 from gateways.errors import NotificationRejected
 from paysaga.money import format_amount, to_cents
@@ -105,12 +106,12 @@ def _record_notification(
 
 async def _hand_over(state: AppState, notice: PaymentNotice) -> None:
     """Give the payment to its order's saga, or to a late-payment saga if that has ended."""
-    try:
+    with reaching_temporal("recorded but not handed on, send again"):
         handle = state.temporal.get_workflow_handle(order_workflow_id(notice.order_id))
         try:
             await handle.signal(OrderWorkflow.payment_notified, notice)
         except RPCError as failure:
-            if failure.status != RPCStatusCode.NOT_FOUND:
+            if not is_not_found(failure):
                 raise
             await state.temporal.start_workflow(
                 LatePaymentWorkflow.run,
@@ -119,10 +120,6 @@ async def _hand_over(state: AppState, notice: PaymentNotice) -> None:
                 task_queue=state.settings.task_queue,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             )
-    except RPCError as failure:
-        raise ApiProblem(
-            503, f"recorded, but Temporal is unavailable ({failure.message}): send again"
-        ) from failure
 
 
 def _acknowledged() -> PlainTextResponse:

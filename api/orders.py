@@ -6,7 +6,7 @@ import hashlib
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 from fastapi import APIRouter, Header
 from sqlmodel import Session
@@ -18,11 +18,12 @@ from temporalio.common import (
     WorkflowIDReusePolicy,
 )
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 
 from api.deps import ClientIdentity, State
 from api.problems import ApiProblem
 from api.schemas import OrderCreate, OrderPublic, PriceChanged, Problem, ReservationPublic
+from api.temporal import is_not_found, reaching_temporal
 from api.views import order_public, reservation_public
 from paysaga.money import format_amount, to_cents
 from store import orders
@@ -106,17 +107,16 @@ async def create_order(
         ),
     )
     try:
-        await state.temporal.execute_update_with_start_workflow(
-            OrderWorkflow.payment_instructions,
-            start_workflow_operation=start,
-            rpc_timeout=timedelta(seconds=settings.payment_create_timeout_seconds + 10),
-        )
+        with reaching_temporal("no order was created"):
+            await state.temporal.execute_update_with_start_workflow(
+                OrderWorkflow.payment_instructions,
+                start_workflow_operation=start,
+                rpc_timeout=timedelta(seconds=settings.payment_create_timeout_seconds + 10),
+            )
     except WorkflowAlreadyStartedError:
         pass  # the order ended already; its row says how
     except WorkflowUpdateFailedError as failure:
         raise ApiProblem(503, _failure_reason(failure)) from failure
-    except RPCError as failure:
-        _temporal_unavailable(failure)
     with transaction(state.engine) as session:
         order = orders.get_order(session, order_id)
         if order is None:
@@ -143,12 +143,14 @@ async def cancel_order(order_id: str, state: State, _: ClientIdentity) -> OrderP
             raise ApiProblem(409, f"the order is {order.status}, not pending")
     handle = state.temporal.get_workflow_handle(order_workflow_id(order_id))
     try:
-        await handle.execute_update(OrderWorkflow.cancel)
+        with reaching_temporal("the order was not cancelled"):
+            await handle.execute_update(OrderWorkflow.cancel)
     except WorkflowUpdateFailedError as failure:
         raise ApiProblem(409, _failure_reason(failure)) from failure
     except RPCError as failure:
-        if failure.status != RPCStatusCode.NOT_FOUND:
-            _temporal_unavailable(failure)
+        if not is_not_found(failure):
+            raise
+        # Its saga ended between our read and the update: the row says how.
     with transaction(state.engine) as session:
         return order_public(session, _known_order(session, order_id))
 
@@ -196,9 +198,3 @@ def _order_id(client: str, idempotency_key: str | None) -> str:
 def _failure_reason(failure: WorkflowUpdateFailedError) -> str:
     cause = failure.cause
     return cause.message if isinstance(cause, ApplicationError) else str(failure)
-
-
-def _temporal_unavailable(failure: RPCError) -> NoReturn:
-    raise ApiProblem(
-        503, f"the workflow service (Temporal) is unavailable: {failure.message}"
-    ) from failure

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 
@@ -22,6 +23,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ApiProblem, _api_problem)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
+    app.add_exception_handler(OperationalError, _database_unavailable)
 
 
 async def _api_problem(_: Request, exc: Exception) -> JSONResponse:
@@ -44,6 +46,14 @@ async def _invalid_request(_: Request, exc: Exception) -> JSONResponse:
 async def _http_exception(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+
+
+async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    # Nothing was committed: the client (or the gateway, for a callback) must try again.
+    return JSONResponse(
+        {"detail": "the database is unavailable; nothing was changed, try again"},
+        status_code=503,
+    )
 
 
 def _describe(error: dict[str, Any]) -> str:

@@ -82,7 +82,9 @@ class Supervisor:
     def stop(self) -> None:
         for process in reversed(self.children.values()):
             if process.poll() is None:
-                process.send_signal(signal.SIGINT)
+                # SIGTERM, not SIGINT: a shell that starts us in the background makes its
+                # children ignore SIGINT.
+                process.terminate()
         deadline = time.monotonic() + 15
         for process in reversed(self.children.values()):
             try:
@@ -107,6 +109,10 @@ def port_in_use(host: str, port: int) -> bool:
     with socket.socket() as probe:
         probe.settimeout(0.5)
         return probe.connect_ex((host, port)) == 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def run_dev(settings: Settings) -> int:
@@ -135,6 +141,8 @@ def run_dev(settings: Settings) -> int:
         )
         return 1
     supervisor = Supervisor(env={**os.environ, "PAYSAGA_HOME": str(home)}, log_dir=home / "logs")
+    # `kill`, docker and CI stop us with SIGTERM: stop the children then too, as on Ctrl-C.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         supervisor.start(
             "temporal",

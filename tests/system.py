@@ -38,6 +38,19 @@ class System:
     database_url: str
     keys_dir: Path
     logs: Path
+    supervisor: Supervisor
+    worker_env: tuple[dict[str, str], ...]
+
+    def kill_workers(self) -> None:
+        """As a crash would: SIGKILL, no goodbye to Temporal."""
+        for n in range(len(self.worker_env)):
+            process = self.supervisor.children[f"worker-{n}"]
+            process.kill()
+            process.wait()
+
+    def start_workers(self) -> None:
+        for n, env in enumerate(self.worker_env):
+            self.supervisor.start_paysaga("worker", name=f"worker-{n}", **env)
 
 
 @contextmanager
@@ -71,8 +84,9 @@ def running_system(home: Path, database_url: str) -> Iterator[System]:
         wait_for_port("127.0.0.1", temporal_port, supervisor=supervisor, name="Temporal")
         wait_for_port("127.0.0.1", sandbox_port, supervisor=supervisor, name="the sandbox")
         # Each worker builds notify_url from its own API, so notifications reach both.
-        for n, api_url in enumerate(api_urls[:2]):
-            supervisor.start_paysaga("worker", name=f"worker-{n}", PAYSAGA_PUBLIC_BASE_URL=api_url)
+        worker_env = tuple({"PAYSAGA_PUBLIC_BASE_URL": api_url} for api_url in api_urls[:2])
+        for n, env in enumerate(worker_env):
+            supervisor.start_paysaga("worker", name=f"worker-{n}", **env)
         for n, port in enumerate(api_ports):
             timeout = SHORT_TIMEOUT_SECONDS if n == 2 else LONG_TIMEOUT_SECONDS
             supervisor.start_paysaga(
@@ -92,6 +106,8 @@ def running_system(home: Path, database_url: str) -> Iterator[System]:
             database_url=database_url,
             keys_dir=home / "keys",
             logs=home / "logs",
+            supervisor=supervisor,
+            worker_env=worker_env,
         )
     finally:
         supervisor.stop()

@@ -54,6 +54,14 @@ class OrderWorkflow:
 
     @workflow.run
     async def run(self, request: OrderRequest) -> OrderOutcome:
+        if workflow.now() - workflow.info().start_time > timedelta(
+            seconds=request.payment_create_timeout_seconds
+        ):
+            # No worker took the order in time, so the API has answered 503: it must never
+            # become payable, nor supersede anything.
+            self._creation_failure = "no worker took the order in time"
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            return OrderOutcome(order_id=request.order_id, status=OrderStatus.CANCELLED)
         expires_at = workflow.now() + timedelta(seconds=request.payment_timeout_seconds)
         claim = await workflow.execute_activity_method(
             OrderActivities.claim_reservation,
@@ -145,10 +153,10 @@ class OrderWorkflow:
                 retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=2)),
             )
         except ActivityError as failure:
-            self._creation_failure = (
-                f"the payment gateway could not create the payment: {_reason(failure)}"
-            )
-            await self._end(OrderStatus.CANCELLED, self._creation_failure)
+            reason = f"the payment gateway could not create the payment: {_reason(failure)}"
+            await self._end(OrderStatus.CANCELLED, reason)
+            # Only now may the API answer 503: the order must already read as cancelled.
+            self._creation_failure = reason
             return None
         return qr_code
 
