@@ -31,9 +31,19 @@ def format_time(moment: datetime) -> str:
     return moment.astimezone(CHINA_TIME).strftime(_TIME_FORMAT)
 
 
-def parse_time(text: str) -> datetime:
-    """An Alipay time as tz-aware UTC; ValueError if it is not `yyyy-MM-dd HH:mm:ss[.SSS]`."""
-    layout = _TIME_FORMAT_FRACTION if "." in text else _TIME_FORMAT
+def format_time_millis(moment: datetime) -> str:
+    """`yyyy-MM-dd HH:mm:ss.SSS`: the one format Alipay uses for `gmt_refund`."""
+    # China's whole-hour offset leaves the microseconds as they are in any zone.
+    return f"{format_time(moment)}.{moment.microsecond // 1000:03d}"
+
+
+def parse_time(text: str, *, fraction: bool = True) -> datetime:
+    """An Alipay time as tz-aware UTC; ValueError if it is not `yyyy-MM-dd HH:mm:ss[.SSS]`.
+
+    `fraction=False` refuses the `.SSS` as well: Alipay's gateway takes the times a caller
+    sends (`timestamp`, `time_expire`) in whole seconds only.
+    """
+    layout = _TIME_FORMAT_FRACTION if fraction and "." in text else _TIME_FORMAT
     return datetime.strptime(text, layout).replace(tzinfo=CHINA_TIME).astimezone(UTC)
 
 

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 
 import uvicorn
 from fastapi import FastAPI
 
 from sandbox import buyer, gateway, inspection
-from sandbox.china_time import utc_now
 from sandbox.settings import SandboxSettings
 from sandbox.state import Sandbox
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 def create_app(settings: SandboxSettings, *, clock: Callable[[], datetime] = utc_now) -> FastAPI:

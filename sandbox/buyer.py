@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import HTMLResponse
 
-from sandbox.amounts import format_amount
+from gateways.alipay_formats import format_amount
 from sandbox.state import Sandbox, SandboxDep
 from sandbox.trades import TRADE_NOT_EXIST, Trade, TradeRefused
 from sandbox.views import TradeView, trade_view

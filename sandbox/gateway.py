@@ -12,8 +12,8 @@ from decimal import Decimal
 from fastapi import APIRouter, Request, Response
 from pydantic import ValidationError
 
+from gateways.alipay_formats import parse_time
 from gateways.alipay_signing import REQUEST_UNSIGNED, response_node_name, signing_string, verify
-from sandbox.china_time import parse_china
 from sandbox.methods import METHODS, Handler
 from sandbox.openapi import (
     INVALID_PARAMETER,
@@ -94,7 +94,7 @@ def _authenticate(params: dict[str, str], sandbox: Sandbox) -> None:
     if params["sign_type"] != "RSA2":
         raise invalid_argument("isv.invalid-signature-type", "the sandbox takes RSA2 only")
     try:
-        parse_china(params["timestamp"])
+        parse_time(params["timestamp"], fraction=False)
     except ValueError:
         raise invalid_argument("isv.invalid-timestamp", "非法的时间戳参数") from None
     key = sandbox.app_key.get()

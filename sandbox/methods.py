@@ -9,8 +9,8 @@ from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from sandbox.amounts import format_amount, parse_amount
-from sandbox.china_time import CHINA, format_china, parse_china
+from gateways.alipay_formats import CHINA_TIME, format_amount, format_time, parse_time
+from sandbox.amounts import format_sum, parse_amount
 from sandbox.openapi import SUCCESS, Node
 from sandbox.state import Sandbox
 
@@ -22,7 +22,7 @@ _TIMEOUT_UNITS = {"m": "minutes", "h": "hours", "d": "days"}
 def _china_time(value: object) -> datetime:
     if not isinstance(value, str):
         raise ValueError("must be a 'yyyy-MM-dd HH:mm:ss' string")
-    return parse_china(value)
+    return parse_time(value, fraction=False)
 
 
 def _timeout_express(value: object) -> timedelta | Literal["1c"]:
@@ -59,8 +59,8 @@ class PrecreateContent(_BizContent):
         if self.time_expire is not None:
             return self.time_expire
         if self.timeout_express == "1c":
-            tomorrow = now.astimezone(CHINA).date() + timedelta(days=1)
-            return datetime.combine(tomorrow, time(), tzinfo=CHINA)
+            tomorrow = now.astimezone(CHINA_TIME).date() + timedelta(days=1)
+            return datetime.combine(tomorrow, time(), tzinfo=CHINA_TIME)
         if self.timeout_express is not None:
             return now + self.timeout_express
         return None
@@ -119,7 +119,7 @@ async def query(sandbox: Sandbox, biz: dict[str, object], notify_url: str | None
         "point_amount": "0.00",
     }
     if trade.paid_at is not None:
-        node["send_pay_date"] = format_china(trade.paid_at)
+        node["send_pay_date"] = format_time(trade.paid_at)
     return node
 
 
@@ -152,8 +152,8 @@ async def refund(sandbox: Sandbox, biz: dict[str, object], notify_url: str | Non
         # Y only when this very call moved money; a repeated out_request_no answers N.
         "fund_change": "Y" if moved else "N",
         # Alipay's refund_fee is everything refunded on the trade so far.
-        "refund_fee": format_amount(trade.refunded_amount),
-        "gmt_refund_pay": format_china(done.refunded_at),
+        "refund_fee": format_sum(trade.refunded_amount),
+        "gmt_refund_pay": format_time(done.refunded_at),
     }
 
 
@@ -177,7 +177,7 @@ async def refund_query(sandbox: Sandbox, biz: dict[str, object], notify_url: str
         "refund_status": "REFUND_SUCCESS",
     }
     if "gmt_refund_pay" in content.query_options:
-        node["gmt_refund_pay"] = format_china(found.refunded_at)
+        node["gmt_refund_pay"] = format_time(found.refunded_at)
     return node
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from sandbox.amounts import format_amount
-from sandbox.china_time import format_china, format_china_millis
+from gateways.alipay_formats import format_amount, format_time, format_time_millis
+from sandbox.amounts import format_sum
 from sandbox.trades import Refund, Trade, TradeStatus
 
 
@@ -32,16 +32,16 @@ def notification_fields(trade: Trade, refund: Refund | None, *, seller_id: str) 
         "invoice_amount": amount,
         "point_amount": "0.00",
         "subject": trade.subject,
-        "gmt_create": format_china(scan.created_at),
-        "gmt_payment": format_china(trade.paid_at),
+        "gmt_create": format_time(scan.created_at),
+        "gmt_payment": format_time(trade.paid_at),
         "fund_bill_list": json.dumps(
             [{"amount": amount, "fundChannel": "ALIPAYACCOUNT"}], separators=(",", ":")
         ),
     }
     if refund is not None:
-        fields["refund_fee"] = format_amount(trade.refunded_amount)
-        fields["gmt_refund"] = format_china_millis(refund.refunded_at)
+        fields["refund_fee"] = format_sum(trade.refunded_amount)
+        fields["gmt_refund"] = format_time_millis(refund.refunded_at)
         fields["out_biz_no"] = refund.out_request_no
     if trade.status is TradeStatus.TRADE_CLOSED and trade.closed_at is not None:
-        fields["gmt_close"] = format_china(trade.closed_at)
+        fields["gmt_close"] = format_time(trade.closed_at)
     return fields

@@ -17,8 +17,8 @@ from datetime import datetime
 import httpx
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from gateways.alipay_formats import format_time
 from gateways.alipay_signing import NOTIFICATION_UNSIGNED, sign, signing_string
-from sandbox.china_time import format_china
 from sandbox.faults import FaultSwitch
 from sandbox.trades import TradeEvent
 
@@ -74,7 +74,7 @@ class Notifier:
         form = self._signed(
             {
                 **fields,
-                "notify_time": format_china(self._clock()),
+                "notify_time": format_time(self._clock()),
                 "notify_type": "trade_status_sync",
                 "notify_id": delivery.notify_id,
                 "app_id": self._app_id,

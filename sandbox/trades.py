@@ -20,7 +20,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Literal
 
-from sandbox.china_time import CHINA
+from gateways.alipay_formats import CHINA_TIME
 
 # Alipay stops accepting a precreated QR code after two hours, whatever expiry was asked for.
 QR_LIFETIME = timedelta(hours=2)
@@ -285,7 +285,7 @@ class TradeBook:
     def _new_trade_no(self, now: datetime) -> str:
         # Alipay's shape: 28 digits starting with the China-time date.
         while True:
-            trade_no = f"{now.astimezone(CHINA):%Y%m%d}22001{_digits(15)}"
+            trade_no = f"{now.astimezone(CHINA_TIME):%Y%m%d}22001{_digits(15)}"
             if trade_no not in self._out_trade_nos:
                 return trade_no
 

@@ -6,8 +6,8 @@ from decimal import Decimal
 
 from pydantic import BaseModel
 
-from sandbox.amounts import format_amount
-from sandbox.china_time import format_china
+from gateways.alipay_formats import format_amount, format_time
+from sandbox.amounts import format_sum
 from sandbox.notifier import Delivery
 from sandbox.trades import Trade, TradeEvent
 
@@ -63,14 +63,14 @@ def trade_view(trade: Trade, deliveries: list[Delivery]) -> TradeView:
         status=trade.status,
         subject=trade.subject,
         total_amount=format_amount(trade.total_amount),
-        refunded_amount=format_amount(trade.refunded_amount),
+        refunded_amount=format_sum(trade.refunded_amount),
         precreated=True,
-        expires_at=format_china(trade.expires_at),
+        expires_at=format_time(trade.expires_at),
         refunds=[
             RefundView(
                 out_request_no=refund.out_request_no,
                 refund_amount=format_amount(refund.amount),
-                refunded_at=format_china(refund.refunded_at),
+                refunded_at=format_time(refund.refunded_at),
             )
             for refund in trade.refunds
         ],
@@ -97,11 +97,11 @@ def ledger(trades: list[Trade]) -> Ledger:
             LedgerLine(
                 out_trade_no=trade.out_trade_no,
                 captured=format_amount(trade.total_amount),
-                refunded=format_amount(trade.refunded_amount),
+                refunded=format_sum(trade.refunded_amount),
             )
             for trade in paid
         ],
-        captured=format_amount(captured),
-        refunded=format_amount(refunded),
-        net=format_amount(captured - refunded),
+        captured=format_sum(captured),
+        refunded=format_sum(refunded),
+        net=format_sum(captured - refunded),
     )

@@ -32,6 +32,7 @@ from gateways.alipay_signing import (
 )
 from paysaga.settings import SANDBOX_APP_ID, Settings
 from tests.databases import database_url
+from tests.history_paths import all_histories, record_distinct_paths
 from tests.rig import Sandbox
 from tests.servers import free_port, serving
 from tests.system import API_KEY, System, running_system
@@ -394,36 +395,12 @@ async def _each(histories: list[WorkflowHistory]) -> AsyncIterator[WorkflowHisto
 async def test_every_history_replays(system: System, tmp_path: Path) -> None:
     """Determinism: every saga this session ran replays on the current workflow code."""
     client = await Client.connect(system.temporal_address, data_converter=pydantic_data_converter)
-    histories = [
-        await client.get_workflow_handle(execution.id, run_id=execution.run_id).fetch_history()
-        async for execution in client.list_workflows()
-    ]
+    histories = await all_histories(client)
     assert len(histories) >= 20
     replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
     results = await replayer.replay_workflows(_each(histories), raise_on_replay_failure=False)
     assert results.replay_failures == {}
-    record = os.environ.get("PAYSAGA_RECORD_HISTORIES")
-    if record:
-        Path(record).mkdir(parents=True, exist_ok=True)
-        for history in distinct_paths(histories):
-            (Path(record) / f"{history.workflow_id}.json").write_text(history.to_json())
-
-
-def distinct_paths(histories: list[WorkflowHistory]) -> list[WorkflowHistory]:
-    """One history for each sequence of steps and messages a saga went through."""
-    paths: dict[tuple[str, ...], WorkflowHistory] = {}
-    for history in histories:
-        path = [history.events[0].workflow_execution_started_event_attributes.workflow_type.name]
-        for event in history.events:
-            if event.HasField("activity_task_scheduled_event_attributes"):
-                path.append(event.activity_task_scheduled_event_attributes.activity_type.name)
-            elif event.HasField("workflow_execution_signaled_event_attributes"):
-                path.append(event.workflow_execution_signaled_event_attributes.signal_name)
-            elif event.HasField("workflow_execution_update_accepted_event_attributes"):
-                accepted = event.workflow_execution_update_accepted_event_attributes
-                path.append(accepted.accepted_request.input.name)
-        paths.setdefault(tuple(path), history)
-    return list(paths.values())
+    record_distinct_paths(histories)
 
 
 async def test_without_temporal_nothing_is_made_and_no_payment_is_lost(

@@ -178,3 +178,15 @@ async def test_paying_a_superseded_order_refunds_it_once(
     ]
     net = await rig.sandbox.net_captured(["ord_old", "ord_new", "ord_newest"])
     assert net == Decimal("29.70")  # captured − refunded = the one paid order
+
+
+async def test_an_operator_cancelling_the_saga_cancels_the_order(
+    env: WorkflowEnvironment, rig: Rig
+) -> None:
+    with env.auto_time_skipping_disabled():
+        handle = await start_order(env, rig, "ord_operator")
+        await rig.sandbox.scan("ord_operator")
+        await handle.cancel()
+        assert (await handle.result()).status == OrderStatus.CANCELLED
+    assert order_status(rig, "ord_operator") == OrderStatus.CANCELLED
+    assert (await rig.sandbox.trade("ord_operator"))["status"] == "TRADE_CLOSED"

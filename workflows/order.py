@@ -6,7 +6,8 @@
 4. on timeout ask the gateway first (a lost notification must not expire a paid order), then
    close the trade and expire — unless the trade turns out paid, in which case the payment wins;
 5. settle each payment: it pays the order if the order may still be paid, else it is refunded;
-6. on cancel or supersede close the trade, and end so.
+6. on cancel (by the API, or an operator cancelling the saga) or supersede, close the trade
+   and end so.
 Payments that arrive while the saga is ending are settled (so refunded) before it completes.
 """
 
@@ -168,6 +169,10 @@ class OrderWorkflow:
             except TimeoutError:
                 await self._expire()
                 continue
+            except asyncio.CancelledError:
+                # An operator cancelled the saga (Web UI, CLI): cancel the order properly,
+                # closing its trade, rather than leave it pending with no saga to end it.
+                self._cancel_requested = True
             if self._payments:
                 await self._settle_payments()
             elif self._superseded:
