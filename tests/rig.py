@@ -50,6 +50,14 @@ class Sandbox:
     async def pay(self, out_trade_no: str) -> dict[str, Any]:
         return await self._post(f"/sandbox/trades/{out_trade_no}/pay")
 
+    async def finish(self, out_trade_no: str) -> dict[str, Any]:
+        return await self._post(f"/sandbox/trades/{out_trade_no}/finish")
+
+    async def delivered(self, out_trade_no: str) -> bool:
+        """Every notification of the trade has been answered `success`."""
+        notifications = (await self.trade(out_trade_no))["notifications"]
+        return bool(notifications) and all(note["delivered"] for note in notifications)
+
     async def trade(self, out_trade_no: str) -> dict[str, Any]:
         response = await self.http.get(f"{self.url}/sandbox/trades/{out_trade_no}")
         response.raise_for_status()

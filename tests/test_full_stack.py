@@ -138,6 +138,14 @@ async def healthy_sandbox(sandbox: Sandbox) -> AsyncIterator[None]:
     (await sandbox.http.delete(f"{sandbox.url}/sandbox/faults")).raise_for_status()
 
 
+async def all_delivered(sandbox: Sandbox, out_trade_no: str) -> None:
+    for _ in range(100):
+        if await sandbox.delivered(out_trade_no):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"notifications of {out_trade_no} were not all acknowledged")
+
+
 def reservation() -> str:
     return f"res-{uuid.uuid4().hex[:12]}"
 
@@ -234,15 +242,7 @@ async def test_twenty_duplicate_notifications_make_one_payment(
     paid = await shop.settled(order["order_id"], "paid")
     assert len(paid["payments"]) == 1 and paid["refunds"] == []
 
-    async def delivered() -> bool:
-        notes = (await sandbox.trade(order["order_id"]))["notifications"]
-        return bool(notes) and all(note["delivered"] for note in notes)
-
-    for _ in range(100):
-        if await delivered():
-            break
-        await asyncio.sleep(0.1)
-    assert await delivered()
+    await all_delivered(sandbox, order["order_id"])
     assert await conserved(shop, sandbox, room) == Decimal("29.70")
 
 
@@ -462,3 +462,32 @@ async def test_sagas_survive_their_workers_crashing(
     await shop.settled(second["order_id"], "paid")
     await shop.settled(first["order_id"], "refunded")
     assert await conserved(shop, sandbox, room) == Decimal("29.70")
+
+
+async def test_trade_finished_and_wrong_amounts_are_no_new_payments(
+    shop: Shop, sandbox: Sandbox, system: System
+) -> None:
+    order = await shop.order(reservation())
+    await sandbox.pay(order["order_id"])
+    await shop.settled(order["order_id"], "paid")
+    await sandbox.finish(order["order_id"])  # TRADE_FINISHED: the same trade, told again
+    await all_delivered(sandbox, order["order_id"])
+    finished = await shop.get(f"/v1/orders/{order['order_id']}")
+    assert finished["status"] == "paid" and len(finished["payments"]) == 1
+    assert finished["refunds"] == []
+
+    other = await shop.order(reservation())
+    await sandbox.faults(drop_notifications=1)
+    trade = await sandbox.pay(other["order_id"])
+    wrong = alipay_form(
+        system,
+        load_private_key(system.keys_dir / "sandbox_private.pem"),
+        out_trade_no=other["order_id"],
+        trade_no=trade["trade_no"],
+        total_amount="0.01",
+    )
+    response = await shop.http.post(f"{system.api_urls[0]}/v1/callbacks/alipay", data=wrong)
+    assert (response.status_code, response.text) == (200, "success")
+    flagged = await shop.get(f"/v1/orders/{other['order_id']}")
+    assert flagged["status"] == "pending" and flagged["payments"] == []
+    assert "0.01" in (flagged["flagged"] or "")
