@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast test-slow lint typecheck demo clean
+.PHONY: run test test-fast test-slow lint typecheck demo bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ test-fast: $(STAMP)
 test-slow: $(STAMP)
 	PAYSAGA_TEST_DATABASE=sqlite $(BIN)/pytest -m slow
 	PAYSAGA_TEST_DATABASE=postgresql $(BIN)/pytest -m slow
+
+## bench: order latency, settlement time, callback rate and memory of the whole system
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.order_flow
 
 clean:
 	rm -rf $(VENV) .paysaga .mypy_cache .ruff_cache .pytest_cache
