@@ -120,7 +120,8 @@ async def create_order(
     with transaction(state.engine) as session:
         order = orders.get_order(session, order_id)
         if order is None:
-            raise ApiProblem(503, "the order could not be created; retry")
+            # Its saga gave up before making the order (no worker took it in time).
+            raise ApiProblem(503, "the order could not be created; retry with a new request")
         return _replay(session, order, fingerprint)
 
 

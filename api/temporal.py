@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.problems import ApiProblem
@@ -25,6 +26,9 @@ def reaching_temporal(consequence: str) -> Iterator[None]:
         raise ApiProblem(
             503, f"{consequence}: Temporal is unavailable ({failure.message})"
         ) from failure
+    except WorkflowUpdateRPCTimeoutOrCancelledError as failure:
+        # Temporal is up, but no worker moved the saga in time.
+        raise ApiProblem(503, f"{consequence}: no answer in time, try again") from failure
     except RuntimeError as failure:
         # The SDK's lazy client raises this, not an RPCError, when it cannot connect at all.
         if "client connect" not in str(failure):

@@ -456,12 +456,18 @@ async def test_sagas_survive_their_workers_crashing(
         )
         unsettled = await shop.get(f"/v1/orders/{second['order_id']}")
         assert unsettled["status"] == "pending"
+        # Nobody can make the QR code: 503, and the order must never appear later either.
+        orphan = reservation()
+        refused = await shop.create(orphan)
+        assert refused.status_code == 503, refused.text
     finally:
         system.start_workers()
 
     await shop.settled(second["order_id"], "paid")
     await shop.settled(first["order_id"], "refunded")
     assert await conserved(shop, sandbox, room) == Decimal("29.70")
+    gone = await shop.http.get(f"{system.api_urls[0]}/v1/reservations/{orphan}")
+    assert gone.status_code == 404, gone.text
 
 
 async def test_trade_finished_and_wrong_amounts_are_no_new_payments(

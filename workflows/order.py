@@ -52,14 +52,16 @@ class OrderWorkflow:
         self._cancel_requested = False
         self._superseded = False
         self._status = OrderStatus.PENDING
+        self._create_deadline = workflow.now()
 
     @workflow.run
     async def run(self, request: OrderRequest) -> OrderOutcome:
-        if workflow.now() - workflow.info().start_time > timedelta(
+        # The API waits this long for the QR code, then answers 503: past it, the order must
+        # never become payable, nor supersede anything.
+        self._create_deadline = workflow.info().workflow_start_time + timedelta(
             seconds=request.payment_create_timeout_seconds
-        ):
-            # No worker took the order in time, so the API has answered 503: it must never
-            # become payable, nor supersede anything.
+        )
+        if workflow.now() >= self._create_deadline:
             self._creation_failure = "no worker took the order in time"
             await workflow.wait_condition(workflow.all_handlers_finished)
             return OrderOutcome(order_id=request.order_id, status=OrderStatus.CANCELLED)
@@ -150,7 +152,9 @@ class OrderWorkflow:
                     expires_at=expires_at,
                 ),
                 start_to_close_timeout=timedelta(seconds=10),
-                schedule_to_close_timeout=timedelta(seconds=request.payment_create_timeout_seconds),
+                schedule_to_close_timeout=max(
+                    self._create_deadline - workflow.now(), timedelta(seconds=1)
+                ),
                 retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=2)),
             )
         except ActivityError as failure:
@@ -188,8 +192,7 @@ class OrderWorkflow:
         check: TradeCheck = await workflow.execute_activity_method(
             PaymentActivities.check_trade, self._request.order_id, **GATEWAY_STEP
         )
-        if check.payment is not None:
-            self._payments.append(check.payment)
+        if self._is_new(check):
             await self._settle_payments()
             return
         await self._end_unpaid(OrderStatus.EXPIRED, "not paid before the payment timeout")
@@ -198,12 +201,21 @@ class OrderWorkflow:
         check: TradeCheck = await workflow.execute_activity_method(
             PaymentActivities.close_trade, self._request.order_id, **GATEWAY_STEP
         )
-        if check.payment is not None:
+        if self._is_new(check):
             # Paid before the close: the payment wins, and is judged like any other.
-            self._payments.append(check.payment)
             await self._settle_payments()
             return
         await self._end(status, reason)
+
+    def _is_new(self, check: TradeCheck) -> bool:
+        """Queue a payment the gateway reports, unless it was settled already.
+
+        A settled one must not be settled again: that would ask the gateway forever.
+        """
+        if check.payment is None or check.payment.trade_no in self._settled_trades:
+            return False
+        self._payments.append(check.payment)
+        return True
 
     async def _end(self, status: OrderStatus, reason: str) -> None:
         ending = OrderEnding(order_id=self._request.order_id, status=status, reason=reason)
