@@ -281,7 +281,8 @@ async def test_a_cancelled_order_closes_its_trade(shop: Shop, sandbox: Sandbox) 
     assert again.status_code == 409 and "cancelled" in again.json()["detail"]
 
 
-def alipay_form(system: System, key: rsa.RSAPrivateKey, **fields: str) -> dict[str, str]:
+def alipay_form(key: rsa.RSAPrivateKey, **fields: str) -> dict[str, str]:
+    """A notification as Alipay sends it, signed with `key`."""
     params = {
         "notify_time": "2026-11-23 20:00:00",
         "notify_type": "trade_status_sync",
@@ -300,21 +301,38 @@ def alipay_form(system: System, key: rsa.RSAPrivateKey, **fields: str) -> dict[s
     return params
 
 
+async def lost_notification(
+    shop: Shop, sandbox: Sandbox, system: System, **fields: str
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """An order paid at the gateway whose notification Alipay lost, and that notification as
+    Alipay signs it (with `fields` changed), for the test to deliver itself."""
+    order = await shop.order(reservation())
+    await sandbox.faults(drop_notifications=1)
+    trade = await sandbox.pay(order["order_id"])
+    notification = alipay_form(
+        load_private_key(system.keys_dir / "sandbox_private.pem"),
+        out_trade_no=order["order_id"],
+        trade_no=trade["trade_no"],
+        **fields,
+    )
+    return order, notification
+
+
 async def test_forged_and_malformed_callbacks_change_nothing(shop: Shop, system: System) -> None:
     order = await shop.order(reservation())
     callback = f"{system.api_urls[0]}/v1/callbacks/alipay"
     alipay_key = load_private_key(system.keys_dir / "sandbox_private.pem")
     forger_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
-    forged = alipay_form(system, forger_key, out_trade_no=order["order_id"])
+    forged = alipay_form(forger_key, out_trade_no=order["order_id"])
     response = await shop.http.post(callback, data=forged)
     assert response.status_code == 400 and "signature" in response.json()["detail"]
 
-    tampered = alipay_form(system, alipay_key, out_trade_no=order["order_id"])
+    tampered = alipay_form(alipay_key, out_trade_no=order["order_id"])
     tampered["total_amount"] = "0.01"
     assert (await shop.http.post(callback, data=tampered)).status_code == 400
 
-    sha1 = alipay_form(system, alipay_key, out_trade_no=order["order_id"], sign_type="RSA")
+    sha1 = alipay_form(alipay_key, out_trade_no=order["order_id"], sign_type="RSA")
     message = signing_string(sha1, unsigned=NOTIFICATION_UNSIGNED).encode()
     sha1["sign"] = base64.b64encode(
         alipay_key.sign(message, padding.PKCS1v15(), hashes.SHA1())
@@ -322,7 +340,7 @@ async def test_forged_and_malformed_callbacks_change_nothing(shop: Shop, system:
     response = await shop.http.post(callback, data=sha1)
     assert response.status_code == 400 and "RSA2" in response.json()["detail"]
 
-    unknown = alipay_form(system, alipay_key, out_trade_no="ord_nobody")
+    unknown = alipay_form(alipay_key, out_trade_no="ord_nobody")
     response = await shop.http.post(callback, data=unknown)
     assert response.status_code == 404 and "ord_nobody" in response.json()["detail"]
 
@@ -406,15 +424,7 @@ async def test_every_history_replays(system: System, tmp_path: Path) -> None:
 async def test_without_temporal_nothing_is_made_and_no_payment_is_lost(
     shop: Shop, sandbox: Sandbox, system: System
 ) -> None:
-    order = await shop.order(reservation())
-    await sandbox.faults(drop_notifications=1)  # Alipay's own notification never comes
-    trade = await sandbox.pay(order["order_id"])
-    notification = alipay_form(
-        system,
-        load_private_key(system.keys_dir / "sandbox_private.pem"),
-        out_trade_no=order["order_id"],
-        trade_no=trade["trade_no"],
-    )
+    order, notification = await lost_notification(shop, sandbox, system)
     settings = Settings(
         home=system.keys_dir.parent,
         database_url=system.database_url,
@@ -482,16 +492,7 @@ async def test_trade_finished_and_wrong_amounts_are_no_new_payments(
     assert finished["status"] == "paid" and len(finished["payments"]) == 1
     assert finished["refunds"] == []
 
-    other = await shop.order(reservation())
-    await sandbox.faults(drop_notifications=1)
-    trade = await sandbox.pay(other["order_id"])
-    wrong = alipay_form(
-        system,
-        load_private_key(system.keys_dir / "sandbox_private.pem"),
-        out_trade_no=other["order_id"],
-        trade_no=trade["trade_no"],
-        total_amount="0.01",
-    )
+    other, wrong = await lost_notification(shop, sandbox, system, total_amount="0.01")
     response = await shop.http.post(f"{system.api_urls[0]}/v1/callbacks/alipay", data=wrong)
     assert (response.status_code, response.text) == (200, "success")
     flagged = await shop.get(f"/v1/orders/{other['order_id']}")
