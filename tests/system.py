@@ -40,6 +40,7 @@ class System:
     logs: Path
     supervisor: Supervisor
     worker_env: tuple[dict[str, str], ...]
+    temporal_command: list[str]
 
     def kill_workers(self) -> None:
         """As a crash would: SIGKILL, no goodbye to Temporal."""
@@ -51,6 +52,17 @@ class System:
     def start_workers(self) -> None:
         for n, env in enumerate(self.worker_env):
             self.supervisor.start_paysaga("worker", name=f"worker-{n}", **env)
+
+    def kill_temporal(self) -> None:
+        process = self.supervisor.children["temporal"]
+        process.kill()
+        process.wait()
+
+    def start_temporal(self) -> None:
+        """The same server on the same port and state file: what a restart after a crash is."""
+        self.supervisor.start("temporal", self.temporal_command)
+        host, _, port = self.temporal_address.rpartition(":")
+        wait_for_port(host, int(port), supervisor=self.supervisor, name="Temporal")
 
 
 @contextmanager
@@ -75,9 +87,11 @@ def running_system(home: Path, database_url: str) -> Iterator[System]:
     supervisor = Supervisor(env=base_env, log_dir=home / "logs")
     settings = Settings(home=home, sandbox_url=sandbox_url)
     try:
-        supervisor.start(
-            "temporal", dev_server_command(port=temporal_port, ui_port=None, db_file=None)
+        # A state file, so that Temporal can crash and come back as it would in production.
+        temporal_command = dev_server_command(
+            port=temporal_port, ui_port=None, db_file=home / "temporal.db"
         )
+        supervisor.start("temporal", temporal_command)
         supervisor.start_paysaga(
             "sandbox", **sandbox_env(settings), PAYSAGA_SANDBOX_NOTIFY_RETRY_SCALE="0.001"
         )
@@ -108,6 +122,7 @@ def running_system(home: Path, database_url: str) -> Iterator[System]:
             logs=home / "logs",
             supervisor=supervisor,
             worker_env=worker_env,
+            temporal_command=temporal_command,
         )
     finally:
         supervisor.stop()

@@ -498,3 +498,24 @@ async def test_trade_finished_and_wrong_amounts_are_no_new_payments(
     flagged = await shop.get(f"/v1/orders/{other['order_id']}")
     assert flagged["status"] == "pending" and flagged["payments"] == []
     assert "0.01" in (flagged["flagged"] or "")
+
+
+async def test_a_payment_made_while_temporal_is_down_is_not_lost(
+    shop: Shop, sandbox: Sandbox, system: System
+) -> None:
+    room = reservation()
+    order = await shop.order(room)
+    system.kill_temporal()
+    try:
+        # Our API records the notification, cannot hand it on, and so does not acknowledge
+        # it: the gateway keeps resending.
+        await sandbox.pay(order["order_id"])
+        recorded = await shop.until(order["order_id"], lambda o: bool(o["payments"]))
+        assert recorded["status"] == "pending"
+        assert [p["status"] for p in recorded["payments"]] == ["received"]
+        notes = (await sandbox.trade(order["order_id"]))["notifications"]
+        assert not any(note["delivered"] for note in notes)
+    finally:
+        system.start_temporal()
+    await shop.settled(order["order_id"], "paid", seconds=90)
+    assert await conserved(shop, sandbox, room) == Decimal("29.70")
