@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy.engine.url import make_url
+
 from paysaga.dev import (
     Supervisor,
     ensure_dev_keys,
@@ -22,6 +24,7 @@ from paysaga.dev import (
 from paysaga.settings import Settings
 from paysaga.temporal_server import dev_server_command
 from tests.servers import free_port
+from tests.tcp_proxy import TcpProxy
 
 API_KEY = "psk_test_full_stack"
 TASK_QUEUE = "paysaga-full-stack"
@@ -41,6 +44,7 @@ class System:
     supervisor: Supervisor
     worker_env: tuple[dict[str, str], ...]
     temporal_command: list[str]
+    database_proxy: TcpProxy | None  # PostgreSQL only: the way to cut the database off
 
     def kill_workers(self) -> None:
         """As a crash would: SIGKILL, no goodbye to Temporal."""
@@ -69,6 +73,12 @@ class System:
 def running_system(home: Path, database_url: str) -> Iterator[System]:
     ensure_dev_keys(home / "keys")
     prepare_database(database_url)
+    database_proxy = None
+    url = make_url(database_url)
+    if url.get_backend_name() == "postgresql":
+        database_proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
+        database_proxy.start()
+        database_url = url.set(port=database_proxy.port).render_as_string(hide_password=False)
     temporal_port, sandbox_port = free_port(), free_port()
     api_ports = [free_port() for _ in range(3)]
     temporal_address = f"127.0.0.1:{temporal_port}"
@@ -123,6 +133,9 @@ def running_system(home: Path, database_url: str) -> Iterator[System]:
             supervisor=supervisor,
             worker_env=worker_env,
             temporal_command=temporal_command,
+            database_proxy=database_proxy,
         )
     finally:
         supervisor.stop()
+        if database_proxy is not None:
+            database_proxy.cut()

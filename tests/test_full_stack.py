@@ -39,14 +39,14 @@ from tests.system import API_KEY, System, running_system
 from worker import WORKFLOWS
 
 pytestmark = pytest.mark.slow
+DATABASE_KIND = os.environ.get("PAYSAGA_TEST_DATABASE", "sqlite")
 FINAL = {"paid", "expired", "superseded", "cancelled", "refunded"}
 
 
 @pytest.fixture(scope="session")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     home = tmp_path_factory.mktemp("system")
-    kind = os.environ.get("PAYSAGA_TEST_DATABASE", "sqlite")
-    with database_url(kind, home) as url, running_system(home, url) as running:
+    with database_url(DATABASE_KIND, home) as url, running_system(home, url) as running:
         yield running
 
 
@@ -519,3 +519,31 @@ async def test_a_payment_made_while_temporal_is_down_is_not_lost(
         system.start_temporal()
     await shop.settled(order["order_id"], "paid", seconds=90)
     assert await conserved(shop, sandbox, room) == Decimal("29.70")
+
+
+# The database behind a relay the test can cut exists on PostgreSQL only: SQLite is a file
+# opened by each process, with no connection to lose. `make test-slow` runs both.
+if DATABASE_KIND == "postgresql":
+
+    async def test_a_database_outage_loses_no_payment(
+        shop: Shop, sandbox: Sandbox, system: System
+    ) -> None:
+        assert system.database_proxy is not None
+        room = reservation()
+        order = await shop.order(room)
+        system.database_proxy.cut()
+        try:
+            await sandbox.pay(order["order_id"])
+            for _ in range(100):
+                notes = (await sandbox.trade(order["order_id"]))["notifications"]
+                if notes and notes[0]["attempts"] >= 2:
+                    break
+                await asyncio.sleep(0.1)
+            assert notes[0]["attempts"] >= 2 and not notes[0]["delivered"]
+            assert notes[0]["last_status"].startswith("503")
+            outage = await shop.http.get(f"{system.api_urls[0]}/v1/orders/{order['order_id']}")
+            assert outage.status_code == 503 and "database" in outage.json()["detail"]
+        finally:
+            system.database_proxy.start()
+        await shop.settled(order["order_id"], "paid", seconds=90)
+        assert await conserved(shop, sandbox, room) == Decimal("29.70")
