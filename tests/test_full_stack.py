@@ -19,6 +19,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from sqlmodel import select
 from temporalio.client import Client, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
@@ -31,6 +32,8 @@ from gateways.alipay_signing import (
     signing_string,
 )
 from paysaga.settings import SANDBOX_APP_ID, Settings
+from store.db import create_db_engine, transaction
+from store.models import CallbackAttempt
 from tests.databases import database_url
 from tests.history_paths import all_histories, record_distinct_paths
 from tests.rig import Sandbox
@@ -323,6 +326,7 @@ async def test_forged_and_malformed_callbacks_change_nothing(shop: Shop, system:
     callback = f"{system.api_urls[0]}/v1/callbacks/alipay"
     alipay_key = load_private_key(system.keys_dir / "sandbox_private.pem")
     forger_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    seen_before = attempts_recorded(system)
 
     forged = alipay_form(forger_key, out_trade_no=order["order_id"])
     response = await shop.http.post(callback, data=forged)
@@ -351,6 +355,25 @@ async def test_forged_and_malformed_callbacks_change_nothing(shop: Shop, system:
 
     unchanged = await shop.get(f"/v1/orders/{order['order_id']}")
     assert unchanged["status"] == "pending" and unchanged["payments"] == []
+    # Each refused attempt was recorded, with its reason, for the audit trail.
+    refused = [
+        (attempt.outcome, attempt.reason or "")
+        for attempt in attempts_recorded(system)
+        if attempt.id not in {seen.id for seen in seen_before}
+    ]
+    assert [outcome for outcome, _ in refused] == ["rejected"] * 5
+    reasons = " | ".join(reason for _, reason in refused)
+    for expected in ("does not verify", "RSA2 only", "no order 'ord_nobody'", "not a utf-8 form"):
+        assert expected in reasons
+
+
+def attempts_recorded(system: System) -> list[CallbackAttempt]:
+    engine = create_db_engine(system.database_url)
+    try:
+        with transaction(engine) as session:
+            return list(session.exec(select(CallbackAttempt)).all())
+    finally:
+        engine.dispose()
 
 
 async def test_stale_prices_bad_input_and_strangers_are_refused(shop: Shop) -> None:
