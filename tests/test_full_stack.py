@@ -415,6 +415,14 @@ async def test_an_idempotency_key_returns_the_same_order(shop: Shop) -> None:
     reused = await shop.create(room, 5, idempotency_key=key)
     assert reused.status_code == 422
 
+    # Retried after its saga ended, the POST still answers with that same order.
+    order_id = first.json()["order_id"]
+    cancelled = await shop.http.post(f"{shop.system.api_urls[0]}/v1/orders/{order_id}/cancel")
+    assert cancelled.json()["status"] == "cancelled"
+    late_retry = await shop.create(room, 2, idempotency_key=key)
+    assert late_retry.status_code == 201
+    assert (late_retry.json()["order_id"], late_retry.json()["status"]) == (order_id, "cancelled")
+
 
 async def test_an_unreachable_gateway_gives_503_and_no_payable_order(
     shop: Shop, sandbox: Sandbox
