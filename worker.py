@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 import httpx
 from temporalio.client import Client
@@ -49,6 +51,8 @@ def build_worker(
             payment_activities.confirm_refund,
         ],
         activity_executor=executor,
+        # Time for the activities in hand to finish when the worker is asked to stop.
+        graceful_shutdown_timeout=timedelta(seconds=10),
     )
 
 
@@ -67,6 +71,11 @@ async def run_worker(settings: Settings) -> None:
             )
             logging.getLogger("paysaga").info(
                 "worker polling %s on %s", settings.task_queue, settings.temporal_address
+            )
+            # docker stop, systemd and `paysaga dev` send SIGTERM: finish the activities in
+            # hand and leave, instead of leaving them to time out.
+            asyncio.get_running_loop().add_signal_handler(
+                signal.SIGTERM, lambda: asyncio.ensure_future(worker.shutdown())
             )
             await worker.run()
     engine.dispose()
