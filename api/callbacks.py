@@ -61,7 +61,7 @@ async def alipay_notification(request: Request, state: State) -> PlainTextRespon
             seller_id=state.alipay_seller_id,
         )
     except NotificationRejected as rejection:
-        _record(state, body, outcome="rejected", reason=str(rejection))
+        _record_refusal(state, body, str(rejection))
         raise ApiProblem(400, f"notification rejected: {rejection}") from rejection
 
     with transaction(state.engine) as session:
@@ -149,33 +149,32 @@ def _notice(notification: AlipayNotification) -> PaymentNotice:
     )
 
 
-def _record(state: AppState, body: bytes, *, outcome: str, reason: str) -> None:
+def _record_refusal(state: AppState, body: bytes, reason: str) -> None:
+    # Unverified, so nothing in the body is believed: it is kept only as it came.
     with transaction(state.engine) as session:
-        session.add(
-            CallbackAttempt(
-                gateway=GATEWAY_ALIPAY,
-                outcome=outcome,
-                reason=reason,
-                body=_text(body),
-                received_at=_now(),
-            )
-        )
+        session.add(_attempt(body, None, outcome="rejected", reason=reason))
 
 
 def _attempt(
-    body: bytes, notification: AlipayNotification, *, outcome: str, reason: str | None = None
+    body: bytes,
+    notification: AlipayNotification | None,
+    *,
+    outcome: str,
+    reason: str | None = None,
 ) -> CallbackAttempt:
-    return CallbackAttempt(
+    attempt = CallbackAttempt(
         gateway=GATEWAY_ALIPAY,
-        notify_id=notification.notify_id,
-        out_trade_no=notification.out_trade_no,
-        trade_no=notification.trade_no,
-        trade_status=notification.trade_status,
         outcome=outcome,
         reason=reason,
         body=_text(body),
         received_at=_now(),
     )
+    if notification is not None:
+        attempt.notify_id = notification.notify_id
+        attempt.out_trade_no = notification.out_trade_no
+        attempt.trade_no = notification.trade_no
+        attempt.trade_status = notification.trade_status
+    return attempt
 
 
 def _text(body: bytes) -> str:
