@@ -64,6 +64,13 @@ class Sandbox:
         result: dict[str, Any] = response.json()
         return result
 
+    async def armed_faults(self) -> dict[str, Any]:
+        """The faults still to fire: counters count down as they do."""
+        response = await self.http.get(f"{self.url}/sandbox/faults")
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
     async def faults(self, **faults: Any) -> None:
         (await self.http.put(f"{self.url}/sandbox/faults", json=faults)).raise_for_status()
 

@@ -190,3 +190,34 @@ async def test_an_operator_cancelling_the_saga_cancels_the_order(
         assert (await handle.result()).status == OrderStatus.CANCELLED
     assert order_status(rig, "ord_operator") == OrderStatus.CANCELLED
     assert (await rig.sandbox.trade("ord_operator"))["status"] == "TRADE_CLOSED"
+
+
+async def test_gateway_failures_are_retried_and_a_refund_still_happens_once(
+    env: WorkflowEnvironment, rig: Rig
+) -> None:
+    with env.auto_time_skipping_disabled():
+        await rig.sandbox.faults(fail_methods={"alipay.trade.precreate": 2}, fail_mode="http_503")
+        old = await start_order(env, rig, "ord_flaky_old")
+        assert (await rig.sandbox.armed_faults())["fail_methods"]["alipay.trade.precreate"] == 0
+        await start_order(env, rig, "ord_flaky_new")
+        assert (await old.result()).status == OrderStatus.SUPERSEDED
+
+        # The refund is made at the gateway but its answers say it failed, twice: the
+        # retries carry the same out_request_no, so the money goes back once.
+        await rig.sandbox.faults(
+            fail_methods={"alipay.trade.refund": 2}, fail_mode="applied_then_system_error"
+        )
+        trade = await rig.sandbox.pay("ord_flaky_old")
+        notice = PaymentNotice(
+            order_id="ord_flaky_old", trade_no=trade["trade_no"], amount_cents=2970, paid_at=None
+        )
+        outcome = await env.client.execute_workflow(
+            LatePaymentWorkflow.run,
+            notice,
+            id=late_payment_workflow_id(notice.trade_no),
+            task_queue=rig.task_queue,
+        )
+    assert outcome.status == OrderStatus.REFUNDED
+    assert (await rig.sandbox.armed_faults())["fail_methods"]["alipay.trade.refund"] == 0
+    assert (await rig.sandbox.trade("ord_flaky_old"))["refunded_amount"] == "29.70"
+    assert len((await rig.sandbox.trade("ord_flaky_old"))["refunds"]) == 1
