@@ -9,7 +9,16 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import httpx
-from temporalio.client import Client
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+)
 from temporalio.worker import Worker
 
 from activities.orders import OrderActivities
@@ -17,10 +26,12 @@ from activities.payments import PaymentActivities
 from paysaga.connections import alipay_client, connect_temporal
 from paysaga.settings import Settings
 from store.db import create_db_engine, create_tables
+from workflows.contracts import RECONCILE_WORKFLOW_ID, Reconciliation
 from workflows.late_payment import LatePaymentWorkflow
 from workflows.order import OrderWorkflow
+from workflows.reconcile import ReconcileWorkflow
 
-WORKFLOWS = [OrderWorkflow, LatePaymentWorkflow]
+WORKFLOWS = [OrderWorkflow, LatePaymentWorkflow, ReconcileWorkflow]
 # Database activities are blocking SQLModel calls: they run on these threads.
 DATABASE_THREADS = 16
 
@@ -44,6 +55,7 @@ def build_worker(
             order_activities.complete_refund,
             order_activities.fail_refund,
             order_activities.end_order,
+            order_activities.undecided_payments,
             payment_activities.create_payment,
             payment_activities.check_trade,
             payment_activities.close_trade,
@@ -56,10 +68,33 @@ def build_worker(
     )
 
 
+async def schedule_reconciliation(client: Client, settings: Settings) -> None:
+    """Run the reconciliation saga on a schedule, made once by whichever worker comes first."""
+    schedule = Schedule(
+        action=ScheduleActionStartWorkflow(
+            ReconcileWorkflow.run,
+            Reconciliation(older_than_seconds=settings.reconcile_after_seconds),
+            id=RECONCILE_WORKFLOW_ID,
+            task_queue=settings.task_queue,
+        ),
+        spec=ScheduleSpec(
+            intervals=[
+                ScheduleIntervalSpec(every=timedelta(seconds=settings.reconcile_every_seconds))
+            ]
+        ),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    )
+    try:
+        await client.create_schedule(RECONCILE_WORKFLOW_ID, schedule)
+    except ScheduleAlreadyRunningError:
+        pass
+
+
 async def run_worker(settings: Settings) -> None:
     engine = create_db_engine(settings.resolved_database_url)
     create_tables(engine)
     client = await connect_temporal(settings)
+    await schedule_reconciliation(client, settings)
     async with httpx.AsyncClient(timeout=15) as http:
         with ThreadPoolExecutor(max_workers=DATABASE_THREADS) as executor:
             worker = build_worker(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.engine import Engine
 from temporalio import activity
@@ -16,10 +16,14 @@ from workflows.contracts import (
     OrderStatus,
     PaymentInstructions,
     PaymentNotice,
+    Reconciliation,
     RefundFailure,
     RefundOrder,
     Settlement,
 )
+
+# Payments handed on per reconciliation run; the next run takes the rest.
+RECONCILE_BATCH = 200
 
 
 class OrderActivities:
@@ -59,6 +63,14 @@ class OrderActivities:
     def end_order(self, ending: OrderEnding) -> OrderStatus:
         with transaction(self._engine) as session:
             return orders.end_order(session, ending=ending, now=_now())
+
+    @activity.defn
+    def undecided_payments(self, reconciliation: Reconciliation) -> list[PaymentNotice]:
+        recorded_before = _now() - timedelta(seconds=reconciliation.older_than_seconds)
+        with transaction(self._engine) as session:
+            return orders.undecided_payments(
+                session, recorded_before=recorded_before, limit=RECONCILE_BATCH
+            )
 
 
 def _now() -> datetime:

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     currency: str = "CNY"
     payment_timeout_seconds: int = 900
     payment_create_timeout_seconds: int = 20
+    # How often, and after how long, recorded payments no saga decided are handed on again.
+    reconcile_every_seconds: int = 300
+    reconcile_after_seconds: int = 120
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     public_base_url: str = "http://127.0.0.1:8000"

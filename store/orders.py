@@ -283,6 +283,27 @@ def record_callback(session: Session, *, attempt: CallbackAttempt) -> None:
     session.add(attempt)
 
 
+def undecided_payments(
+    session: Session, *, recorded_before: datetime, limit: int
+) -> list[PaymentNotice]:
+    """Payments recorded (and so acknowledged) that no saga has decided yet."""
+    payments = session.exec(
+        select(Payment)
+        .where(Payment.status == PaymentStatus.RECEIVED, Payment.created_at < recorded_before)
+        .order_by(col(Payment.created_at))
+        .limit(limit)
+    ).all()
+    return [
+        PaymentNotice(
+            order_id=payment.order_id,
+            trade_no=payment.trade_no,
+            amount_cents=payment.amount_cents,
+            paid_at=payment.paid_at,
+        )
+        for payment in payments
+    ]
+
+
 def get_order(session: Session, order_id: str) -> Order | None:
     return session.get(Order, order_id)
 

@@ -9,6 +9,7 @@ import json
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -38,8 +39,10 @@ from tests.databases import database_url
 from tests.history_paths import all_histories, record_distinct_paths
 from tests.rig import Sandbox
 from tests.servers import free_port, serving
-from tests.system import API_KEY, System, running_system
+from tests.system import API_KEY, TASK_QUEUE, System, running_system
 from worker import WORKFLOWS
+from workflows.contracts import RECONCILE_WORKFLOW_ID, Reconciliation
+from workflows.reconcile import ReconcileWorkflow
 
 pytestmark = pytest.mark.slow
 DATABASE_KIND = os.environ.get("PAYSAGA_TEST_DATABASE", "sqlite")
@@ -436,26 +439,9 @@ async def test_an_unreachable_gateway_gives_503_and_no_payable_order(
     assert [order["status"] for order in view["orders"]] == ["cancelled"]
 
 
-async def _each(histories: list[WorkflowHistory]) -> AsyncIterator[WorkflowHistory]:
-    for history in histories:
-        yield history
-
-
-async def test_every_history_replays(system: System, tmp_path: Path) -> None:
-    """Determinism: every saga this session ran replays on the current workflow code."""
-    client = await Client.connect(system.temporal_address, data_converter=pydantic_data_converter)
-    histories = await all_histories(client)
-    assert len(histories) >= 20
-    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
-    results = await replayer.replay_workflows(_each(histories), raise_on_replay_failure=False)
-    assert results.replay_failures == {}
-    record_distinct_paths(histories)
-
-
-async def test_without_temporal_nothing_is_made_and_no_payment_is_lost(
-    shop: Shop, sandbox: Sandbox, system: System
-) -> None:
-    order, notification = await lost_notification(shop, sandbox, system)
+@asynccontextmanager
+async def api_without_temporal(system: System) -> AsyncIterator[str]:
+    """An API process of ours that cannot reach Temporal; yields its URL."""
     settings = Settings(
         home=system.keys_dir.parent,
         database_url=system.database_url,
@@ -464,7 +450,15 @@ async def test_without_temporal_nothing_is_made_and_no_payment_is_lost(
         sandbox_url=system.sandbox_url,
     )
     port = free_port()
-    async with serving(create_app(settings), port) as cut_off:
+    async with serving(create_app(settings), port) as url:
+        yield url
+
+
+async def test_without_temporal_nothing_is_made_and_no_payment_is_lost(
+    shop: Shop, sandbox: Sandbox, system: System
+) -> None:
+    order, notification = await lost_notification(shop, sandbox, system)
+    async with api_without_temporal(system) as cut_off:
         refused = await shop.create(reservation(), api_url=cut_off)
         assert refused.status_code == 503 and "Temporal" in refused.json()["detail"]
         callback = await shop.http.post(f"{cut_off}/v1/callbacks/alipay", data=notification)
@@ -578,3 +572,57 @@ if DATABASE_KIND == "postgresql":
             system.database_proxy.start()
         await shop.settled(order["order_id"], "paid", seconds=90)
         assert await conserved(shop, sandbox, room) == Decimal("29.70")
+
+
+async def test_payments_nobody_handed_on_are_settled_by_reconciliation(
+    shop: Shop, sandbox: Sandbox, system: System
+) -> None:
+    running, running_notice = await lost_notification(shop, sandbox, system)
+    ended = await shop.order(reservation(), api=2)
+    await shop.until(ended["order_id"], lambda order: order["status"] == "expired")
+    await sandbox.faults(accept_expired_qr=True, drop_notifications=1)
+    late_trade = await sandbox.pay(ended["order_id"])
+    ended_notice = alipay_form(
+        load_private_key(system.keys_dir / "sandbox_private.pem"),
+        out_trade_no=ended["order_id"],
+        trade_no=late_trade["trade_no"],
+    )
+    # Recorded, but never handed on, and the gateway gives up: only reconciliation is left.
+    async with api_without_temporal(system) as cut_off:
+        for notice in (running_notice, ended_notice):
+            response = await shop.http.post(f"{cut_off}/v1/callbacks/alipay", data=notice)
+            assert response.status_code == 503
+
+    client = await Client.connect(system.temporal_address, data_converter=pydantic_data_converter)
+    # The workers keep it on a schedule; here it runs now rather than in five minutes.
+    schedule = await client.get_schedule_handle(RECONCILE_WORKFLOW_ID).describe()
+    assert [interval.every for interval in schedule.schedule.spec.intervals] == [
+        timedelta(minutes=5)
+    ]
+    handed_on = await client.execute_workflow(
+        ReconcileWorkflow.run,
+        Reconciliation(older_than_seconds=0),
+        id=f"reconcile-now-{uuid.uuid4().hex}",
+        task_queue=TASK_QUEUE,
+    )
+    assert handed_on >= 2
+    await shop.settled(running["order_id"], "paid")
+    refunded = await shop.settled(ended["order_id"], "refunded")
+    assert [r["status"] for r in refunded["refunds"]] == ["succeeded"]
+
+
+# Last, so that it replays the histories of every saga the tests above ran.
+async def _each(histories: list[WorkflowHistory]) -> AsyncIterator[WorkflowHistory]:
+    for history in histories:
+        yield history
+
+
+async def test_every_history_replays(system: System, tmp_path: Path) -> None:
+    """Determinism: every saga this session ran replays on the current workflow code."""
+    client = await Client.connect(system.temporal_address, data_converter=pydantic_data_converter)
+    histories = await all_histories(client)
+    assert len(histories) >= 20
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
+    results = await replayer.replay_workflows(_each(histories), raise_on_replay_failure=False)
+    assert results.replay_failures == {}
+    record_distinct_paths(histories)

@@ -113,6 +113,12 @@ class OrderEnding(Contract):
     reason: str
 
 
+class Reconciliation(Contract):
+    """Look for payments recorded at least this long ago that no saga has decided yet."""
+
+    older_than_seconds: int
+
+
 class OrderOutcome(Contract):
     order_id: str
     status: OrderStatus
@@ -120,6 +126,9 @@ class OrderOutcome(Contract):
 
 def order_workflow_id(order_id: str) -> str:
     return f"order-{order_id}"
+
+
+RECONCILE_WORKFLOW_ID = "paysaga-reconcile"
 
 
 def late_payment_workflow_id(trade_no: str) -> str:
