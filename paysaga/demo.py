@@ -34,7 +34,6 @@ from typing import Any, ClassVar, TypeVar
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from paysaga.api_keys import dev_api_key
 from paysaga.settings import Settings
 
 # How long a saga may take to settle once it has all it needs: notification, refund, retries.
@@ -479,9 +478,25 @@ def _money_of(client: DemoClient, reservation_id: str, ledger: dict[str, Gateway
     )
 
 
+def existing_api_key(settings: Settings) -> str | None:
+    """A key the API takes, found without making one (a new dev key would be refused)."""
+    if settings.api_key_list:
+        return settings.api_key_list[0]
+    path = settings.dev_api_key_file
+    return path.read_text().strip() if path.exists() else None
+
+
 def run_demo(settings: Settings, *, api_url: str | None, api_key: str | None) -> int:
     api_url = api_url or settings.public_base_url
-    key = api_key or dev_api_key(settings)
+    key = api_key or existing_api_key(settings)
+    if key is None:
+        print(
+            f"paysaga demo: no API key: none in PAYSAGA_API_KEYS, and no dev key at "
+            f"{settings.dev_api_key_file}; run it with the PAYSAGA_HOME of `paysaga dev`, "
+            "or pass --api-key",
+            file=sys.stderr,
+        )
+        return 2
     api = httpx.Client(
         base_url=api_url,
         headers={"Authorization": f"Bearer {key}"},
