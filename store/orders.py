@@ -16,7 +16,6 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, SQLModel, col, select
 
 from store.models import (
-    CallbackAttempt,
     Order,
     Payment,
     PaymentStatus,
@@ -277,10 +276,6 @@ def flag_order(session: Session, *, order_id: str, reason: str, now: datetime) -
     order = _order(session, order_id)
     order.flag_reason = reason if order.flag_reason is None else f"{order.flag_reason}; {reason}"
     order.updated_at = now
-
-
-def record_callback(session: Session, *, attempt: CallbackAttempt) -> None:
-    session.add(attempt)
 
 
 def undecided_payments(
