@@ -1,7 +1,16 @@
-"""A stand-in for Alipay's OpenAPI gateway, spoken to over the real wire protocol.
+"""A stand-in for two payment gateways, spoken to over their real wire protocols: Alipay's
+OpenAPI gateway and WeChat Pay's APIv3 (Native QR payments), in one process.
 
-Our Alipay client talks to it unchanged, given its URL and keys. It never imports our
-business code: only the signing primitives both sides of the wire share.
+Our gateway clients talk to it unchanged, given its URL and keys. It imports nothing of ours:
+the signing, encryption and formats of each protocol are written here again from the
+gateway's side, so a mistake our client makes is not made in step by the sandbox too.
+
+- `sandbox.alipay`: `POST /gateway.do`; QR codes at `/qr/{out_trade_no}`.
+- `sandbox.wechatpay`: `/v3/pay/transactions/…`, `/v3/refund/domestic/refunds…`; code_urls at
+  `/wxpay/bizpayurl?pr=…`.
+- Shared by both: the buyer's JSON routes (`/sandbox/trades/{out_trade_no}/scan|pay|finish`),
+  inspection (`/sandbox/trades`, `/sandbox/ledger`), one fault switch (`/sandbox/faults`) and
+  the notifier that resends on each gateway's schedule.
 """
 
 from sandbox.app import create_app, serve

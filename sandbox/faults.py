@@ -1,7 +1,7 @@
-"""Fault switches: the ways the sandbox can misbehave like Alipay on a bad day.
+"""Fault switches: the ways the sandbox can misbehave like a gateway on a bad day.
 
-Counters (`drop_notifications`, `fail_methods`) count down as faults fire, so `GET
-/sandbox/faults` shows what is still armed.
+One switch serves both halves. Counters (`drop_notifications`, `fail_methods`) count down as
+faults fire, whichever half they fire in, so `GET /sandbox/faults` shows what is still armed.
 """
 
 from __future__ import annotations
@@ -16,20 +16,23 @@ FailMode = Literal["system_error", "http_503", "applied_then_system_error"]
 class Faults(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    # The next N notifications are never sent: lost, as Alipay's can be.
+    # The next N notifications are never sent: lost, as gateways' can be.
     drop_notifications: NonNegativeInt = 0
     # How many copies of each notification go out at once (1: no duplicates).
     duplicate_notifications: int = Field(default=1, ge=1)
     notification_delay_seconds: float = Field(default=0.0, ge=0)
-    # Method name -> how many of its next calls fail transiently.
+    # Method -> how many of its next calls fail transiently. Alipay's by their OpenAPI names
+    # (`alipay.trade.query`); WeChat Pay's as `wechatpay.native`, `wechatpay.query`,
+    # `wechatpay.close`, `wechatpay.refund` and `wechatpay.refund_query`.
     fail_methods: dict[str, NonNegativeInt] = Field(default_factory=dict)
-    # `system_error`: code 20000 ACQ.SYSTEM_ERROR without acting; `http_503`: no Alipay answer
-    # at all; `applied_then_system_error`: the call takes effect but its answer says it failed,
-    # which is why Alipay tells merchants to retry with the same parameters.
+    # `system_error`: the gateway's system error without acting (Alipay's code 20000
+    # ACQ.SYSTEM_ERROR, WeChat Pay's 500 SYSTEM_ERROR); `http_503`: no gateway answer at all;
+    # `applied_then_system_error`: the call takes effect but its answer says it failed, which
+    # is why both gateways tell merchants to retry with the same parameters.
     fail_mode: FailMode = "system_error"
     # A close of a still-unpaid trade finds the buyer has just paid: the payment wins the race.
     pay_before_close: bool = False
-    # QR codes can be paid after their time_expire.
+    # QR codes can be paid after their expiry.
     accept_expired_qr: bool = False
 
 

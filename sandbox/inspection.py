@@ -1,12 +1,13 @@
-"""The sandbox's own JSON endpoints: what it holds, the money it moved, and its faults."""
+"""The sandbox's own JSON endpoints: what both halves hold, the money they moved, and the
+faults switched on for the whole sandbox."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException
 
 from sandbox.faults import Faults
+from sandbox.refusal import NoSuchTrade
 from sandbox.state import SandboxDep
-from sandbox.trades import TRADE_NOT_EXIST
 from sandbox.views import Ledger, TradeView, ledger, trade_view
 
 router = APIRouter(prefix="/sandbox")
@@ -16,22 +17,24 @@ router = APIRouter(prefix="/sandbox")
 async def list_trades(sandbox: SandboxDep) -> list[TradeView]:
     return [
         trade_view(trade, sandbox.notifier.deliveries(trade.out_trade_no))
-        for trade in sandbox.book.all()
+        for half in sandbox.halves
+        for trade in half.summaries()
     ]
 
 
 @router.get("/trades/{out_trade_no}")
 async def get_trade(out_trade_no: str, sandbox: SandboxDep) -> TradeView:
-    trade = sandbox.book.get(out_trade_no)
-    if trade is None:
-        detail = {"reason": TRADE_NOT_EXIST, "message": f"no QR code for {out_trade_no}"}
-        raise HTTPException(status_code=404, detail=detail)
+    try:
+        _, trade = sandbox.holding(out_trade_no)
+    except NoSuchTrade as missing:
+        detail = {"reason": missing.code, "message": missing.message}
+        raise HTTPException(status_code=404, detail=detail) from None
     return trade_view(trade, sandbox.notifier.deliveries(out_trade_no))
 
 
 @router.get("/ledger")
 async def get_ledger(sandbox: SandboxDep) -> Ledger:
-    return ledger(sandbox.book.all())
+    return ledger([trade for half in sandbox.halves for trade in half.summaries()])
 
 
 @router.get("/faults")

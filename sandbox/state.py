@@ -1,52 +1,71 @@
-"""Everything one running sandbox holds, and the route dependency that hands it out."""
+"""Everything one running sandbox holds — its two halves and what they share — and the route
+dependency that hands it out."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Protocol
 
 from fastapi import Depends, Request
 
+from sandbox.alipay.state import AlipayHalf
 from sandbox.faults import FaultSwitch
-from sandbox.keys import AppPublicKey, load_or_create_private_key
-from sandbox.notifications import notification_fields
 from sandbox.notifier import Notifier
+from sandbox.refusal import NoSuchTrade
 from sandbox.settings import SandboxSettings
-from sandbox.trades import Refund, Trade, TradeBook, TradeEvent
+from sandbox.tasks import BackgroundTasks
+from sandbox.views import TradeSummary
+from sandbox.wechatpay.state import WechatPayHalf
+
+
+class Half(Protocol):
+    """What the buyer and the inspection endpoints do with either half; refusals are raised
+    as `sandbox.refusal.Refused`."""
+
+    def summary(self, out_trade_no: str) -> TradeSummary | None: ...
+
+    def summaries(self) -> list[TradeSummary]: ...
+
+    async def scan(self, out_trade_no: str, *, honour_expiry: bool) -> TradeSummary: ...
+
+    async def pay(self, out_trade_no: str, *, honour_expiry: bool) -> TradeSummary: ...
+
+    async def finish(self, out_trade_no: str) -> TradeSummary: ...
 
 
 class Sandbox:
     def __init__(self, settings: SandboxSettings, *, clock: Callable[[], datetime]) -> None:
         self.settings = settings
         self.clock = clock
-        self.private_key = load_or_create_private_key(
-            settings.private_key_file, settings.public_key_file
-        )
-        self.app_key = AppPublicKey(settings.app_public_key_file)
         self.faults = FaultSwitch()
+        self.tasks = BackgroundTasks()
         self.notifier = Notifier(
-            app_id=settings.app_id,
-            private_key=self.private_key,
-            faults=self.faults,
-            retry_scale=settings.notify_retry_scale,
-            clock=clock,
+            faults=self.faults, retry_scale=settings.notify_retry_scale, tasks=self.tasks
         )
-        self.book = TradeBook(on_event=self._notify, clock=clock)
+        self.alipay = AlipayHalf(settings, notifier=self.notifier, clock=clock)
+        self.wechatpay = WechatPayHalf(
+            settings, notifier=self.notifier, tasks=self.tasks, clock=clock
+        )
+        self.halves: tuple[Half, ...] = (self.alipay, self.wechatpay)
 
     @property
     def honour_expiry(self) -> bool:
         return not self.faults.current.accept_expired_qr
 
-    def _notify(self, trade: Trade, kind: TradeEvent, refund: Refund | None) -> None:
-        # Alipay only notifies merchants that gave a notify_url when they precreated.
-        if trade.notify_url:
-            self.notifier.send(
-                url=trade.notify_url,
-                out_trade_no=trade.out_trade_no,
-                kind=kind,
-                fields=notification_fields(trade, refund, seller_id=self.settings.seller_id),
-            )
+    def holding(self, out_trade_no: str) -> tuple[Half, TradeSummary]:
+        """The half holding the order, and the order as it stands; our order ids are unique
+        across gateways, so at most one does."""
+        for half in self.halves:
+            summary = half.summary(out_trade_no)
+            if summary is not None:
+                return half, summary
+        raise NoSuchTrade(f"order {out_trade_no}")
+
+    async def aclose(self) -> None:
+        """Stop: pending deliveries and refunds are abandoned, as a stopped gateway's are."""
+        await self.tasks.aclose()
+        await self.notifier.aclose()
 
 
 def get_sandbox(request: Request) -> Sandbox:

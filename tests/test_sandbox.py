@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse
 
+from core.settings import SANDBOX_APP_ID
 from gateways.alipay_signing import (
     NOTIFICATION_UNSIGNED,
     generate_key_pair,
@@ -30,7 +31,6 @@ from gateways.alipay_signing import (
     signing_string,
     verify,
 )
-from paysaga.settings import SANDBOX_APP_ID
 from sandbox import SandboxSettings, create_app
 from tests.servers import free_port, serving
 

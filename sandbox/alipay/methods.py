@@ -1,4 +1,4 @@
-"""The OpenAPI methods the sandbox answers: a biz_content in, a response node out."""
+"""The Alipay OpenAPI methods the sandbox answers: a biz_content in, a response node out."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from gateways.alipay_formats import CHINA_TIME, format_amount, format_time, parse_time
-from sandbox.amounts import format_sum, parse_amount
-from sandbox.openapi import SUCCESS, Node
+from sandbox.alipay.openapi import SUCCESS, Node
+from sandbox.alipay.wire import parse_amount
+from sandbox.china_time import CHINA_TIME, parse_wall_time, wall_time
+from sandbox.money import yuan
 from sandbox.state import Sandbox
 
 Handler = Callable[[Sandbox, dict[str, object], str | None], Awaitable[Node]]
@@ -22,7 +23,7 @@ _TIMEOUT_UNITS = {"m": "minutes", "h": "hours", "d": "days"}
 def _china_time(value: object) -> datetime:
     if not isinstance(value, str):
         raise ValueError("must be a 'yyyy-MM-dd HH:mm:ss' string")
-    return parse_time(value, fraction=False)
+    return parse_wall_time(value)
 
 
 def _timeout_express(value: object) -> timedelta | Literal["1c"]:
@@ -89,7 +90,7 @@ class RefundQueryContent(TradeContent):
 
 async def precreate(sandbox: Sandbox, biz: dict[str, object], notify_url: str | None) -> Node:
     content = PrecreateContent.model_validate(biz)
-    trade = await sandbox.book.precreate(
+    trade = await sandbox.alipay.book.precreate(
         out_trade_no=content.out_trade_no,
         total_amount=content.total_amount,
         subject=content.subject,
@@ -102,9 +103,11 @@ async def precreate(sandbox: Sandbox, biz: dict[str, object], notify_url: str | 
 
 async def query(sandbox: Sandbox, biz: dict[str, object], notify_url: str | None) -> Node:
     content = TradeContent.model_validate(biz)
-    trade = await sandbox.book.query(out_trade_no=content.out_trade_no, trade_no=content.trade_no)
+    trade = await sandbox.alipay.book.query(
+        out_trade_no=content.out_trade_no, trade_no=content.trade_no
+    )
     scan = trade.require_scan()
-    paid = format_amount(trade.total_amount) if trade.paid_at is not None else "0.00"
+    paid = yuan(trade.total_amount) if trade.paid_at is not None else "0.00"
     node = {
         **SUCCESS,
         "trade_no": scan.trade_no,
@@ -112,20 +115,20 @@ async def query(sandbox: Sandbox, biz: dict[str, object], notify_url: str | None
         "buyer_logon_id": scan.buyer_logon_id,
         "buyer_user_id": scan.buyer_id,
         "trade_status": str(trade.status),
-        "total_amount": format_amount(trade.total_amount),
+        "total_amount": yuan(trade.total_amount),
         "receipt_amount": paid,
         "buyer_pay_amount": paid,
         "invoice_amount": paid,
         "point_amount": "0.00",
     }
     if trade.paid_at is not None:
-        node["send_pay_date"] = format_time(trade.paid_at)
+        node["send_pay_date"] = wall_time(trade.paid_at)
     return node
 
 
 async def close(sandbox: Sandbox, biz: dict[str, object], notify_url: str | None) -> Node:
     content = TradeContent.model_validate(biz)
-    trade = await sandbox.book.close(
+    trade = await sandbox.alipay.book.close(
         out_trade_no=content.out_trade_no,
         trade_no=content.trade_no,
         buyer_pays_first=sandbox.faults.current.pay_before_close,
@@ -136,7 +139,7 @@ async def close(sandbox: Sandbox, biz: dict[str, object], notify_url: str | None
 
 async def refund(sandbox: Sandbox, biz: dict[str, object], notify_url: str | None) -> Node:
     content = RefundContent.model_validate(biz)
-    trade, done, moved = await sandbox.book.refund(
+    trade, done, moved = await sandbox.alipay.book.refund(
         out_trade_no=content.out_trade_no,
         trade_no=content.trade_no,
         amount=content.refund_amount,
@@ -152,14 +155,14 @@ async def refund(sandbox: Sandbox, biz: dict[str, object], notify_url: str | Non
         # Y only when this very call moved money; a repeated out_request_no answers N.
         "fund_change": "Y" if moved else "N",
         # Alipay's refund_fee is everything refunded on the trade so far.
-        "refund_fee": format_sum(trade.refunded_amount),
-        "gmt_refund_pay": format_time(done.refunded_at),
+        "refund_fee": yuan(trade.refunded_amount),
+        "gmt_refund_pay": wall_time(done.refunded_at),
     }
 
 
 async def refund_query(sandbox: Sandbox, biz: dict[str, object], notify_url: str | None) -> Node:
     content = RefundQueryContent.model_validate(biz)
-    trade, found = await sandbox.book.refund_query(
+    trade, found = await sandbox.alipay.book.refund_query(
         out_trade_no=content.out_trade_no,
         trade_no=content.trade_no,
         out_request_no=content.out_request_no,
@@ -172,12 +175,12 @@ async def refund_query(sandbox: Sandbox, biz: dict[str, object], notify_url: str
         "trade_no": trade.require_scan().trade_no,
         "out_trade_no": trade.out_trade_no,
         "out_request_no": found.out_request_no,
-        "total_amount": format_amount(trade.total_amount),
-        "refund_amount": format_amount(found.amount),
+        "total_amount": yuan(trade.total_amount),
+        "refund_amount": yuan(found.amount),
         "refund_status": "REFUND_SUCCESS",
     }
     if "gmt_refund_pay" in content.query_options:
-        node["gmt_refund_pay"] = format_time(found.refunded_at)
+        node["gmt_refund_pay"] = wall_time(found.refunded_at)
     return node
 
 

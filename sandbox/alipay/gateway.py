@@ -12,10 +12,8 @@ from decimal import Decimal
 from fastapi import APIRouter, Request, Response
 from pydantic import ValidationError
 
-from gateways.alipay_formats import parse_time
-from gateways.alipay_signing import REQUEST_UNSIGNED, response_node_name, signing_string, verify
-from sandbox.methods import METHODS, Handler
-from sandbox.openapi import (
+from sandbox.alipay.methods import METHODS, Handler
+from sandbox.alipay.openapi import (
     INVALID_PARAMETER,
     GatewayError,
     Node,
@@ -25,8 +23,11 @@ from sandbox.openapi import (
     service_unavailable,
     signed_body,
 )
+from sandbox.alipay.trades import TradeRefused
+from sandbox.alipay.wire import REQUEST_UNSIGNED, answer_node, signed_content
+from sandbox.china_time import parse_wall_time
+from sandbox.signatures import verify
 from sandbox.state import Sandbox, SandboxDep
-from sandbox.trades import TradeRefused
 
 router = APIRouter()
 
@@ -48,7 +49,7 @@ async def gateway(request: Request, sandbox: SandboxDep) -> Response:
     method = params.get("method", "")
     handler = METHODS.get(method)
     # Alipay answers in the method's own node, or in error_response when it has no method.
-    node_name = "error_response" if handler is None else response_node_name(method)
+    node_name = "error_response" if handler is None else answer_node(method)
     try:
         if handler is None:
             raise _unknown_method(method)
@@ -63,7 +64,9 @@ async def gateway(request: Request, sandbox: SandboxDep) -> Response:
             raise service_unavailable()
     except GatewayError as error:
         node = error.node
-    return Response(signed_body(node_name, node, sandbox.private_key), media_type=CONTENT_TYPE)
+    return Response(
+        signed_body(node_name, node, sandbox.alipay.private_key), media_type=CONTENT_TYPE
+    )
 
 
 async def _parameters(request: Request) -> dict[str, str]:
@@ -94,16 +97,16 @@ def _authenticate(params: dict[str, str], sandbox: Sandbox) -> None:
     if params["sign_type"] != "RSA2":
         raise invalid_argument("isv.invalid-signature-type", "the sandbox takes RSA2 only")
     try:
-        parse_time(params["timestamp"], fraction=False)
+        parse_wall_time(params["timestamp"])
     except ValueError:
         raise invalid_argument("isv.invalid-timestamp", "非法的时间戳参数") from None
-    key = sandbox.app_key.get()
+    key = sandbox.alipay.app_key.get()
     if key is None:
         raise missing_argument(
             "isv.missing-signature-config", "应用未配置对应签名算法的公钥或者证书"
         )
-    message = signing_string(params, unsigned=REQUEST_UNSIGNED)
-    if not verify(message, params["sign"], key):
+    message = signed_content(params, unsigned=REQUEST_UNSIGNED)
+    if not verify(message.encode("utf-8"), params["sign"], key):
         raise invalid_argument(
             "isv.invalid-signature",
             "验签出错，建议检查签名字符串或签名私钥与应用公钥是否匹配，"

@@ -1,4 +1,4 @@
-"""The sandbox's trade book: what Alipay knows about each QR code and the trade behind it.
+"""The Alipay half's trade book: what Alipay knows about each QR code and the trade behind it.
 
 A precreate only registers a QR code; the trade itself comes into being when the buyer scans
 it, which is why query and close answer ACQ.TRADE_NOT_EXIST until then — and why the QR code
@@ -18,9 +18,10 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
-from typing import Literal
 
-from gateways.alipay_formats import CHINA_TIME
+from sandbox.china_time import CHINA_TIME
+from sandbox.notifier import TradeEvent
+from sandbox.refusal import Refused
 
 # Alipay stops accepting a precreated QR code after two hours, whatever expiry was asked for.
 QR_LIFETIME = timedelta(hours=2)
@@ -47,17 +48,13 @@ class TradeStatus(StrEnum):
 # Unscanned QR codes and trades waiting for the buyer: what a buyer can still pay.
 _PAYABLE = (None, TradeStatus.WAIT_BUYER_PAY)
 
-# What happened to a trade that its merchant is told about.
-TradeEvent = Literal["payment", "finish", "refund"]
 
-
-class TradeRefused(Exception):
+class TradeRefused(Refused):
     """A trade rule refuses the operation; `code` is Alipay's sub_code for the rule."""
 
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
+    @property
+    def unknown(self) -> bool:
+        return self.code == TRADE_NOT_EXIST
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import json
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from gateways.alipay_signing import sign
+from sandbox.signatures import sign
 
 Node = dict[str, str]
 
@@ -45,5 +45,5 @@ def signed_body(node_name: str, node: Node, private_key: rsa.RSAPrivateKey) -> s
     serialised once and that very text is both signed and embedded.
     """
     text = json.dumps(node, ensure_ascii=False, separators=(",", ":"))
-    signature = json.dumps(sign(text, private_key))
+    signature = json.dumps(sign(text.encode("utf-8"), private_key))
     return f'{{{json.dumps(node_name)}:{text},"sign":{signature}}}'
