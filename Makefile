@@ -20,12 +20,13 @@ run: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/paysaga demo
 
-## test: set up, then lint, type-check and run both test tiers
+## test: set up, then lint (style, format, layers), type-check and run both test tiers
 test: lint typecheck test-fast test-slow
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

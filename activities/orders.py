@@ -7,13 +7,10 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.engine import Engine
 from temporalio import activity
 
-from store import orders
-from store.db import transaction
-from workflows.contracts import (
+from core.contracts import (
     Claim,
     ClaimRequest,
     OrderEnding,
-    OrderStatus,
     PaymentInstructions,
     PaymentNotice,
     Reconciliation,
@@ -21,6 +18,9 @@ from workflows.contracts import (
     RefundOrder,
     Settlement,
 )
+from core.vocabulary import OrderStatus
+from store import orders
+from store.db import transaction
 
 # Payments handed on per reconciliation run; the next run takes the rest.
 RECONCILE_BATCH = 200
@@ -50,13 +50,13 @@ class OrderActivities:
     @activity.defn
     def complete_refund(self, refund: RefundOrder) -> OrderStatus:
         with transaction(self._engine) as session:
-            return orders.complete_refund(session, refund_no=refund.refund_no, now=_now())
+            return orders.complete_refund(session, refund=refund, now=_now())
 
     @activity.defn
     def fail_refund(self, failure: RefundFailure) -> OrderStatus:
         with transaction(self._engine) as session:
             return orders.fail_refund(
-                session, refund_no=failure.refund.refund_no, reason=failure.reason, now=_now()
+                session, refund=failure.refund, reason=failure.reason, now=_now()
             )
 
     @activity.defn

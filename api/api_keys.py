@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-from paysaga.settings import Settings
+from core.settings import Settings
 
 
 def accepted_api_keys(settings: Settings) -> tuple[str, ...]:

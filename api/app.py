@@ -8,11 +8,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import callbacks, orders, problems
+from api.api_keys import accepted_api_keys
 from api.deps import AppState
-from gateways.alipay_signing import load_public_key
-from paysaga.api_keys import accepted_api_keys
-from paysaga.connections import connect_temporal
-from paysaga.settings import Settings
+from core.settings import Settings
+from core.temporal import connect_temporal
+from gateways.registry import notification_verifiers
 from store.db import create_db_engine, create_tables
 
 
@@ -21,16 +21,13 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_db_engine(settings.resolved_database_url)
         create_tables(engine)
-        alipay = settings.alipay
         temporal = await connect_temporal(settings, lazy=True)
         app.state.paysaga = AppState(
             settings=settings,
             engine=engine,
             temporal=temporal,
             api_keys=accepted_api_keys(settings),
-            alipay_public_key=load_public_key(alipay.alipay_public_key_file),
-            alipay_app_id=alipay.app_id,
-            alipay_seller_id=alipay.seller_id,
+            verifiers=notification_verifiers(settings),
         )
         yield
         engine.dispose()
@@ -38,7 +35,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(
         title="paysaga",
         version="0.1.0",
-        summary="Payment orders for bookings, paid by QR code through Alipay",
+        summary="Payment orders for bookings, paid by QR code through Alipay or WeChat Pay",
         lifespan=lifespan,
     )
     problems.install(app)

@@ -1,18 +1,17 @@
-"""Alipay's asynchronous notifications (`notify_url`).
+"""The gateways' asynchronous notifications: `POST /v1/callbacks/{gateway}`, each gateway's
+`notify_url`.
 
-A notification is believed only once its RSA2 signature verifies; it is written to the
-database before anything is acknowledged, then handed to the order's saga (or, when that
-saga has ended, to a late-payment saga). Only then does Alipay get its `success`; on any
-failure it gets an error and sends the notification again.
+A notification is believed only once the gateway's adapter has verified it; it is written to
+the database before anything is acknowledged, then handed to the order's saga (or, when that
+saga has ended, to a late-payment saga). Only then does the gateway get its acknowledgement;
+on any failure it gets an error and sends the notification again.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, Request
-from fastapi.responses import PlainTextResponse
+from fastapi import APIRouter, Request, Response
 from sqlmodel import Session
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError
@@ -21,87 +20,120 @@ from api.deps import AppState, State
 from api.problems import ApiProblem
 from api.schemas import Problem
 from api.temporal import is_not_found, reaching_temporal
-from gateways.alipay_notification import AlipayNotification, verify_notification
+from core.contracts import PaymentNotice
+from core.money import format_amount
+from core.vocabulary import Gateway, late_payment_workflow_id, order_workflow_id
 from gateways.errors import NotificationRejected
-from paysaga.money import format_amount, to_cents
-from store import orders
-from store.db import transaction
-from store.models import CallbackAttempt, PaymentStatus
-from workflows.contracts import (
-    GATEWAY_ALIPAY,
-    PaymentNotice,
-    late_payment_workflow_id,
-    order_workflow_id,
+from gateways.gateway import (
+    FRESHNESS_WINDOW,
+    CallbackReply,
+    CallbackRequest,
+    EventKind,
+    NotificationVerifier,
+    NotifiedEvent,
 )
+from store import callbacks, orders
+from store.db import transaction
+from store.models import PaymentStatus
 from workflows.late_payment import LatePaymentWorkflow
 from workflows.order import OrderWorkflow
 
 router = APIRouter(prefix="/v1/callbacks", tags=["callbacks"])
-MAX_BODY_BYTES = 16384
+# No notification of any gateway comes near this; a larger body is refused unread.
+MAX_BODY_BYTES = 65536
+
+
+class Refused(Exception):
+    """A notification that must not be acted on: answered `status_code`, recorded as such."""
+
+    def __init__(self, status_code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status_code = status_code
+        self.reason = reason
 
 
 @router.post(
-    "/alipay",
-    response_class=PlainTextResponse,
+    "/{gateway}",
     responses={
-        400: {"model": Problem, "description": "Malformed or not signed by Alipay"},
-        404: {"model": Problem, "description": "Unknown order"},
+        200: {"description": "Recorded and handed on (Alipay: the text `success`)"},
+        204: {"description": "Recorded and handed on (WeChat Pay)"},
+        400: {"model": Problem, "description": "Malformed, replayed or not signed by the gateway"},
+        404: {"model": Problem, "description": "Unknown gateway or order"},
         503: {"model": Problem, "description": "Not recorded or not handed on: send again"},
     },
 )
-async def alipay_notification(request: Request, state: State) -> PlainTextResponse:
-    """Answers the plain text `success` once the notification is durably recorded."""
+async def notification(gateway: str, request: Request, state: State) -> Response:
+    """Answers in the gateway's own words once the notification is durably recorded."""
+    door, verifier = _door(state, gateway)
     body = await request.body()
+    now = datetime.now(UTC)
     try:
-        params = _form(body)
-        notification = verify_notification(
-            params,
-            alipay_public_key=state.alipay_public_key,
-            app_id=state.alipay_app_id,
-            seller_id=state.alipay_seller_id,
-        )
+        if len(body) > MAX_BODY_BYTES:
+            raise NotificationRejected("body too large")
+        event = verifier.verify(CallbackRequest(headers=dict(request.headers), body=body), now=now)
     except NotificationRejected as rejection:
-        _record_refusal(state, body, str(rejection))
-        raise ApiProblem(400, f"notification rejected: {rejection}") from rejection
-
-    with transaction(state.engine) as session:
-        unknown_order, handover = _record_notification(session, body, notification)
-    if unknown_order is not None:
-        raise ApiProblem(404, f"notification rejected: {unknown_order}")
+        _record_refusal(state, door, body, rejection.reason, now)
+        return _reply(verifier.refusal(400, f"notification rejected: {rejection.reason}"))
+    try:
+        with transaction(state.engine) as session:
+            handover = _record_notification(session, body, event, now)
+    except Refused as refusal:
+        _record_refusal(state, event, body, refusal.reason, now)
+        message = f"notification rejected: {refusal.reason}"
+        return _reply(verifier.refusal(refusal.status_code, message))
     if handover is not None:
-        await _hand_over(state, handover)
-    return _acknowledged()
+        try:
+            await _hand_over(state, handover)
+        except ApiProblem as problem:
+            return _reply(verifier.refusal(problem.status_code, problem.detail))
+    return _reply(verifier.acknowledgement())
+
+
+def _door(state: AppState, gateway: str) -> tuple[Gateway, NotificationVerifier]:
+    for name, verifier in state.verifiers.items():
+        if name == gateway:
+            return name, verifier
+    offered = ", ".join(state.verifiers)
+    raise ApiProblem(404, f"no gateway {gateway!r} here; callbacks are taken for {offered}")
 
 
 def _record_notification(
-    session: Session, body: bytes, notification: AlipayNotification
-) -> tuple[str | None, PaymentNotice | None]:
-    """Record a verified notification; say why it is refused, or which payment to hand on."""
-    order = orders.get_order(session, notification.out_trade_no)
+    session: Session, body: bytes, event: NotifiedEvent, now: datetime
+) -> PaymentNotice | None:
+    """Record a verified notification; the payment to hand on, if any. Raises Refused."""
+    if event.nonce is not None and not callbacks.first_sighting(
+        session, gateway=event.gateway, nonce=event.nonce, now=now, window=FRESHNESS_WINDOW
+    ):
+        raise Refused(400, f"nonce {event.nonce!r} was seen before: a replay")
+    order = orders.get_order(session, event.out_trade_no)
     if order is None:
-        reason = f"no order {notification.out_trade_no!r}"
-        session.add(_attempt(body, notification, outcome="rejected", reason=reason))
-        return reason, None
-    if notification.is_refund or not notification.is_payment:
-        # A refund's notice (Alipay sends those to the same URL) or a trade that is not
-        # paid (yet) moves no money in: recorded for the audit trail, nothing more.
-        outcome = "refund" if notification.is_refund else "ignored"
-        session.add(_attempt(body, notification, outcome=outcome))
-        return None, None
-    if to_cents(notification.total_amount) != order.amount_cents:
-        reason = (
-            f"paid {notification.total_amount} for an order of {format_amount(order.amount_cents)}"
-        )
-        # Never taken as paid; recorded and flagged for an operator. Alipay sending it
+        raise Refused(404, f"no order {event.out_trade_no!r}")
+    if order.gateway != event.gateway:
+        raise Refused(404, f"order {order.id!r} is not paid through {event.gateway}")
+    if event.kind is not EventKind.PAYMENT or event.trade_no is None:
+        # A refund's notice or a trade that is not paid (yet) moves no money in: recorded
+        # for the audit trail, nothing more.
+        _record(session, event, body, outcome=event.kind, now=now)
+        return None
+    if event.amount_cents != order.amount_cents:
+        paid = "no amount" if event.amount_cents is None else format_amount(event.amount_cents)
+        reason = f"paid {paid} for an order of {format_amount(order.amount_cents)}"
+        # Never taken as paid; recorded and flagged for an operator. The gateway sending it
         # again would change nothing, so it is acknowledged.
-        orders.flag_order(session, order_id=order.id, reason=reason, now=_now())
-        session.add(_attempt(body, notification, outcome="flagged", reason=reason))
-        return None, None
-    notice = _notice(notification)
-    payment = orders.record_payment(session, notice=notice, now=_now())
-    session.add(_attempt(body, notification, outcome="payment"))
+        orders.flag_order(session, order_id=order.id, reason=reason, now=now)
+        _record(session, event, body, outcome="flagged", reason=reason, now=now)
+        return None
+    notice = PaymentNotice(
+        gateway=Gateway(event.gateway),
+        order_id=event.out_trade_no,
+        trade_no=event.trade_no,
+        amount_cents=event.amount_cents,
+        paid_at=event.paid_at,
+    )
+    payment = orders.record_payment(session, notice=notice, now=now)
+    _record(session, event, body, outcome="payment", now=now)
     # A payment already decided (a repeat of its notification) needs no second hand-over.
-    return None, notice if payment.status == PaymentStatus.RECEIVED else None
+    return notice if payment.status == PaymentStatus.RECEIVED else None
 
 
 async def _hand_over(state: AppState, notice: PaymentNotice) -> None:
@@ -116,70 +148,47 @@ async def _hand_over(state: AppState, notice: PaymentNotice) -> None:
             await state.temporal.start_workflow(
                 LatePaymentWorkflow.run,
                 notice,
-                id=late_payment_workflow_id(notice.trade_no),
+                id=late_payment_workflow_id(notice.gateway, notice.trade_no),
                 task_queue=state.settings.task_queue,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             )
 
 
-def _acknowledged() -> PlainTextResponse:
-    # Alipay stops resending on exactly these seven characters.
-    return PlainTextResponse("success")
-
-
-def _form(body: bytes) -> dict[str, str]:
-    if len(body) > MAX_BODY_BYTES:
-        raise NotificationRejected("body too large")
-    try:
-        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=True)
-    except (UnicodeDecodeError, ValueError) as malformed:
-        raise NotificationRejected("body is not a utf-8 form") from malformed
-    params = dict(pairs)
-    if len(params) != len(pairs):
-        raise NotificationRejected("a field is repeated")
-    return params
-
-
-def _notice(notification: AlipayNotification) -> PaymentNotice:
-    return PaymentNotice(
-        order_id=notification.out_trade_no,
-        trade_no=notification.trade_no,
-        amount_cents=to_cents(notification.total_amount),
-        paid_at=notification.gmt_payment,
-    )
-
-
-def _record_refusal(state: AppState, body: bytes, reason: str) -> None:
-    # Unverified, so nothing in the body is believed: it is kept only as it came.
+def _record_refusal(
+    state: AppState, about: Gateway | NotifiedEvent, body: bytes, reason: str, now: datetime
+) -> None:
+    # An unverified body is believed in nothing: it is kept only as it came.
     with transaction(state.engine) as session:
-        session.add(_attempt(body, None, outcome="rejected", reason=reason))
+        if isinstance(about, NotifiedEvent):
+            _record(session, about, body, outcome="rejected", reason=reason, now=now)
+        else:
+            callbacks.record_attempt(
+                session, gateway=about, body=body, outcome="rejected", reason=reason, now=now
+            )
 
 
-def _attempt(
+def _record(
+    session: Session,
+    event: NotifiedEvent,
     body: bytes,
-    notification: AlipayNotification | None,
     *,
     outcome: str,
+    now: datetime,
     reason: str | None = None,
-) -> CallbackAttempt:
-    attempt = CallbackAttempt(
-        gateway=GATEWAY_ALIPAY,
+) -> None:
+    callbacks.record_attempt(
+        session,
+        gateway=event.gateway,
+        body=body,
         outcome=outcome,
+        now=now,
         reason=reason,
-        body=_text(body),
-        received_at=_now(),
+        event_id=event.event_id,
+        out_trade_no=event.out_trade_no,
+        trade_no=event.trade_no,
+        trade_status=event.trade_status,
     )
-    if notification is not None:
-        attempt.notify_id = notification.notify_id
-        attempt.out_trade_no = notification.out_trade_no
-        attempt.trade_no = notification.trade_no
-        attempt.trade_status = notification.trade_status
-    return attempt
 
 
-def _text(body: bytes) -> str:
-    return body[:MAX_BODY_BYTES].decode("utf-8", errors="replace")
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
+def _reply(reply: CallbackReply) -> Response:
+    return Response(reply.body, status_code=reply.status_code, media_type=reply.media_type)

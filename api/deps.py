@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated
 
-from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import Depends, Header, Request
 from sqlalchemy.engine import Engine
 from temporalio.client import Client
 
+from api.api_keys import key_identity, matching_key
 from api.problems import ApiProblem
-from paysaga.api_keys import key_identity, matching_key
-from paysaga.settings import Settings
+from core.settings import Settings
+from core.vocabulary import Gateway
+from gateways.gateway import NotificationVerifier
 
 
 @dataclass(frozen=True)
@@ -21,9 +23,8 @@ class AppState:
     engine: Engine
     temporal: Client
     api_keys: tuple[str, ...]
-    alipay_public_key: rsa.RSAPublicKey
-    alipay_app_id: str
-    alipay_seller_id: str | None
+    # One callback door per gateway offered; its keys are the gateways orders may use.
+    verifiers: Mapping[Gateway, NotificationVerifier]
 
 
 def app_state(request: Request) -> AppState:

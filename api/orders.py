@@ -25,12 +25,13 @@ from api.problems import ApiProblem
 from api.schemas import OrderCreate, OrderPublic, PriceChanged, Problem, ReservationPublic
 from api.temporal import is_not_found, reaching_temporal
 from api.views import order_public, reservation_public
-from paysaga.money import format_amount, to_cents
+from core.contracts import OrderRequest
+from core.money import format_amount, to_cents
+from core.vocabulary import Gateway, OrderStatus, order_workflow_id
 from store import orders
 from store.db import transaction
 from store.models import Order
 from workflows import search_attributes
-from workflows.contracts import OrderRequest, OrderStatus, order_workflow_id
 from workflows.order import OrderWorkflow
 
 router = APIRouter(prefix="/v1", tags=["orders"])
@@ -48,7 +49,10 @@ ERRORS: dict[int | str, dict[str, object]] = {
     responses={
         **ERRORS,
         409: {"model": PriceChanged, "description": "The price is not the expected amount"},
-        422: {"model": Problem, "description": "Invalid request, or Idempotency-Key reused"},
+        422: {
+            "model": Problem,
+            "description": "Invalid request, a gateway not offered, or Idempotency-Key reused",
+        },
         503: {"model": Problem, "description": "The gateway or Temporal is unavailable"},
     },
 )
@@ -60,11 +64,17 @@ async def create_order(
 ) -> OrderPublic:
     """Create an order for a reservation; answers once its QR code exists.
 
-    The amount is days × the price per day. If `expected_amount` (what the client's page
+    `gateway` picks the gateway the buyer pays through (default: the service's default); one
+    that is not offered here is 422, naming those that are. The amount is days × the price
+    per day. If `expected_amount` (what the client's page
     showed) differs, nothing is created and 409 gives the current amount. A new order
     supersedes the reservation's older pending ones.
     """
     settings = state.settings
+    gateway = body.gateway or settings.default_gateway
+    if gateway not in state.verifiers:
+        offered = ", ".join(state.verifiers)
+        raise ApiProblem(422, f"gateway {gateway} is not offered here; choose one of: {offered}")
     amount_cents = body.days * to_cents(settings.price_per_day)
     if body.expected_amount is not None and to_cents(body.expected_amount) != amount_cents:
         raise ApiProblem(
@@ -74,7 +84,7 @@ async def create_order(
             amount=format_amount(amount_cents),
             currency=settings.currency,
         )
-    fingerprint = _fingerprint(body)
+    fingerprint = _fingerprint(body, gateway)
     order_id = _order_id(client, idempotency_key)
     with transaction(state.engine) as session:
         existing = orders.get_order(session, order_id)
@@ -87,6 +97,7 @@ async def create_order(
         days=body.days,
         amount_cents=amount_cents,
         currency=settings.currency,
+        gateway=gateway,
         request_fingerprint=fingerprint,
         payment_timeout_seconds=settings.payment_timeout_seconds,
         payment_create_timeout_seconds=settings.payment_create_timeout_seconds,
@@ -182,8 +193,10 @@ def _replay(session: Session, order: Order, fingerprint: str) -> OrderPublic:
     return order_public(session, order)
 
 
-def _fingerprint(body: OrderCreate) -> str:
-    canonical = json.dumps({"reservation_id": body.reservation_id, "days": body.days})
+def _fingerprint(body: OrderCreate, gateway: Gateway) -> str:
+    canonical = json.dumps(
+        {"reservation_id": body.reservation_id, "days": body.days, "gateway": gateway}
+    )
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

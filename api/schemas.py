@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from workflows.contracts import OrderKind, OrderStatus
+from core.vocabulary import Gateway, OrderKind, OrderStatus
 
 ReservationId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 
@@ -18,6 +18,8 @@ class OrderCreate(BaseModel):
 
     reservation_id: ReservationId
     days: Annotated[int, Field(ge=1, le=365, strict=True)]
+    # Left out: the service's default gateway (PAYSAGA_DEFAULT_GATEWAY).
+    gateway: Gateway | None = None
     expected_amount: Annotated[
         Decimal | None, Field(default=None, gt=0, max_digits=11, decimal_places=2)
     ] = None
@@ -45,7 +47,8 @@ class OrderPublic(BaseModel):
     status_reason: str | None
     amount: str
     currency: str
-    gateway: str
+    gateway: Gateway
+    # What the buyer scans: Alipay's qr_code, WeChat Pay's code_url.
     qr_code: str | None
     expires_at: datetime
     created_at: datetime

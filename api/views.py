@@ -13,10 +13,10 @@ from api.schemas import (
     RefundPublic,
     ReservationPublic,
 )
-from paysaga.money import format_amount
+from core.money import format_amount
+from core.vocabulary import Gateway, OrderKind, OrderStatus
 from store import orders
 from store.models import Order, Reservation
-from workflows.contracts import OrderKind, OrderStatus
 
 
 def order_public(session: Session, order: Order) -> OrderPublic:
@@ -28,7 +28,7 @@ def order_public(session: Session, order: Order) -> OrderPublic:
         status_reason=order.status_reason,
         amount=format_amount(order.amount_cents),
         currency=order.currency,
-        gateway=order.gateway,
+        gateway=Gateway(order.gateway),
         qr_code=order.qr_code,
         expires_at=order.expires_at,
         created_at=order.created_at,

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import httpx
 
+from core.settings import SANDBOX_APP_ID
 from gateways.alipay_signing import NOTIFICATION_UNSIGNED, load_private_key, sign, signing_string
-from paysaga.settings import SANDBOX_APP_ID
 from tests.system import API_KEY, System, running_system
 
 

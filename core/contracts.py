@@ -6,26 +6,15 @@ Amounts are integer cents, times are aware UTC datetimes; nothing here holds a s
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-GATEWAY_ALIPAY = "alipay"
+from core.vocabulary import Gateway, OrderKind, OrderStatus
 
-
-class OrderKind(StrEnum):
-    BOOKING = "booking"
-    RENEWAL = "renewal"
-
-
-class OrderStatus(StrEnum):
-    PENDING = "pending"
-    PAID = "paid"
-    EXPIRED = "expired"
-    SUPERSEDED = "superseded"
-    CANCELLED = "cancelled"
-    REFUNDED = "refunded"
+# Sagas started before payments had a gateway of their own were all Alipay's: their recorded
+# inputs, read again on replay or by a newer worker, carry no gateway field.
+BEFORE_GATEWAYS = Gateway.ALIPAY
 
 
 class Contract(BaseModel):
@@ -40,6 +29,7 @@ class OrderRequest(Contract):
     days: int
     amount_cents: int
     currency: str
+    gateway: Gateway = BEFORE_GATEWAYS
     request_fingerprint: str
     payment_timeout_seconds: int
     payment_create_timeout_seconds: int
@@ -56,6 +46,7 @@ class Claim(Contract):
 
 
 class PaymentRequest(Contract):
+    gateway: Gateway = BEFORE_GATEWAYS
     order_id: str
     amount_cents: int
     subject: str
@@ -75,10 +66,18 @@ class PaymentInstructions(Contract):
 class PaymentNotice(Contract):
     """A captured payment: one gateway trade of one order."""
 
+    gateway: Gateway = BEFORE_GATEWAYS
     order_id: str
     trade_no: str
     amount_cents: int
     paid_at: datetime | None
+
+
+class TradeRef(Contract):
+    """An order's trade at its gateway: the order id is the trade's `out_trade_no`."""
+
+    gateway: Gateway = BEFORE_GATEWAYS
+    order_id: str
 
 
 class TradeCheck(Contract):
@@ -88,6 +87,7 @@ class TradeCheck(Contract):
 
 
 class RefundOrder(Contract):
+    gateway: Gateway = BEFORE_GATEWAYS
     refund_no: str
     order_id: str
     trade_no: str
@@ -122,15 +122,3 @@ class Reconciliation(Contract):
 class OrderOutcome(Contract):
     order_id: str
     status: OrderStatus
-
-
-def order_workflow_id(order_id: str) -> str:
-    return f"order-{order_id}"
-
-
-RECONCILE_WORKFLOW_ID = "paysaga-reconcile"
-
-
-def late_payment_workflow_id(trade_no: str) -> str:
-    """One per gateway trade: however often a late payment is notified, it is settled once."""
-    return f"late-payment-{GATEWAY_ALIPAY}-{trade_no}"

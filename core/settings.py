@@ -1,9 +1,10 @@
 """Configuration from the environment (prefix `PAYSAGA_`), checked once at start-up.
 
 In `dev` mode (the default) everything has a working default: a SQLite file under
-`PAYSAGA_HOME`, the local Temporal dev server, and the bundled sandbox gateway with key pairs
-created on first run. In `production` mode the gateway, its keys and the API keys must be
-given, and a missing or placeholder one stops the process before it serves anything.
+`PAYSAGA_HOME`, the local Temporal dev server, and the bundled sandbox for each gateway that is
+not configured, with keys created on first run. In `production` mode at least one gateway, its
+keys and the API keys must be given; a missing or placeholder one stops the process before it
+serves anything, and a gateway left unconfigured there is simply not offered.
 """
 
 from __future__ import annotations
@@ -17,8 +18,15 @@ from typing import Literal
 from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# The sandbox's own merchant app id: dev mode talks to the sandbox as this app.
+from core.vocabulary import Gateway
+
+# The sandbox's own merchants: dev mode talks to the sandbox as these. They match the
+# sandbox's defaults, and `paysaga dev` hands them to it explicitly as well.
 SANDBOX_APP_ID = "2021000000000000"
+SANDBOX_WECHATPAY_MCHID = "1900000109"
+SANDBOX_WECHATPAY_APPID = "wx8888888888888888"
+SANDBOX_WECHATPAY_MERCHANT_SERIAL = "0123456789ABCDEF0123456789ABCDEF01234567"
+SANDBOX_WECHATPAY_PUBLIC_KEY_ID = "PUB_KEY_ID_0119000001092026112300000000000001"
 PLACEHOLDERS = frozenset({"", "changeme", "change-me", "secret", "dev", "test"})
 
 
@@ -33,6 +41,19 @@ class AlipaySettings:
     app_private_key_file: Path
     alipay_public_key_file: Path
     seller_id: str | None
+
+
+@dataclass(frozen=True)
+class WechatPaySettings:
+    gateway_url: str
+    mchid: str
+    appid: str
+    merchant_key_file: Path
+    merchant_serial: str
+    apiv3_key_file: Path
+    # WeChat Pay's keys by the id its signatures name (`Wechatpay-Serial`): a public key id
+    # or a platform certificate serial; during a switch the old and the new are both live.
+    public_key_files: dict[str, Path]
 
 
 class Settings(BaseSettings):
@@ -61,6 +82,15 @@ class Settings(BaseSettings):
     alipay_app_private_key_file: Path | None = None
     alipay_public_key_file: Path | None = None
     alipay_seller_id: str | None = None
+    wechatpay_gateway_url: str | None = None
+    wechatpay_mchid: str | None = None
+    wechatpay_appid: str | None = None
+    wechatpay_merchant_key_file: Path | None = None
+    wechatpay_merchant_serial: str | None = None
+    wechatpay_apiv3_key_file: Path | None = None
+    # Comma-separated `id=path` pairs.
+    wechatpay_public_keys: str | None = None
+    default_gateway: Gateway = Gateway.ALIPAY
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -75,24 +105,31 @@ class Settings(BaseSettings):
         return self
 
     def _check_production(self) -> None:
-        missing = [
-            f"PAYSAGA_{name.upper()}"
-            for name in (
-                "alipay_gateway_url",
-                "alipay_app_id",
-                "alipay_app_private_key_file",
-                "alipay_public_key_file",
-                "database_url",
+        if not self.gateways:
+            raise SettingsError(
+                "production mode needs a gateway: PAYSAGA_ALIPAY_GATEWAY_URL and its settings, "
+                "or PAYSAGA_WECHATPAY_GATEWAY_URL and its settings"
             )
-            if getattr(self, name) is None
-        ]
-        if missing:
-            raise SettingsError("production mode needs " + ", ".join(missing))
+        if self.default_gateway not in self.gateways:
+            raise SettingsError(
+                f"PAYSAGA_DEFAULT_GATEWAY is {self.default_gateway}, which is not configured"
+            )
+        if self.database_url is None:
+            raise SettingsError("production mode needs PAYSAGA_DATABASE_URL")
         if not self.api_key_list or any(k.lower() in PLACEHOLDERS for k in self.api_key_list):
             raise SettingsError("production mode needs real PAYSAGA_API_KEYS (comma-separated)")
-        for path in (self.alipay_app_private_key_file, self.alipay_public_key_file):
-            if path is not None and not path.is_file():
+        for path in self._key_files():
+            if not path.is_file():
                 raise SettingsError(f"key file {path} does not exist")
+
+    def _key_files(self) -> list[Path]:
+        files = []
+        if (alipay := self.alipay) is not None:
+            files += [alipay.app_private_key_file, alipay.alipay_public_key_file]
+        if (wechatpay := self.wechatpay) is not None:
+            files += [wechatpay.merchant_key_file, wechatpay.apiv3_key_file]
+            files += wechatpay.public_key_files.values()
+        return files
 
     @property
     def resolved_database_url(self) -> str:
@@ -112,18 +149,28 @@ class Settings(BaseSettings):
     def dev_api_key_file(self) -> Path:
         return self.home / "api_key"
 
-    @property
-    def notify_url(self) -> str:
-        return self.public_base_url.rstrip("/") + "/v1/callbacks/alipay"
+    def notify_url(self, gateway: Gateway) -> str:
+        return f"{self.public_base_url.rstrip('/')}/v1/callbacks/{gateway}"
 
     @property
-    def alipay(self) -> AlipaySettings:
-        """The gateway to talk to: the configured Alipay, or the bundled sandbox in dev mode."""
+    def gateways(self) -> tuple[Gateway, ...]:
+        """The gateways orders may use: the configured ones, and in dev mode all the others too,
+        through the sandbox."""
+        offered = {Gateway.ALIPAY: self.alipay, Gateway.WECHATPAY: self.wechatpay}
+        return tuple(gateway for gateway, settings in offered.items() if settings is not None)
+
+    @property
+    def alipay(self) -> AlipaySettings | None:
+        """The configured Alipay, else the sandbox's Alipay half in dev mode, else None."""
         if self.alipay_gateway_url is not None:
-            if self.alipay_app_id is None or self.alipay_app_private_key_file is None:
-                raise SettingsError("PAYSAGA_ALIPAY_GATEWAY_URL needs the app id and private key")
-            if self.alipay_public_key_file is None:
-                raise SettingsError("the Alipay gateway needs PAYSAGA_ALIPAY_PUBLIC_KEY_FILE")
+            _require(
+                "PAYSAGA_ALIPAY_GATEWAY_URL",
+                PAYSAGA_ALIPAY_APP_ID=self.alipay_app_id,
+                PAYSAGA_ALIPAY_APP_PRIVATE_KEY_FILE=self.alipay_app_private_key_file,
+                PAYSAGA_ALIPAY_PUBLIC_KEY_FILE=self.alipay_public_key_file,
+            )
+            assert self.alipay_app_id and self.alipay_app_private_key_file
+            assert self.alipay_public_key_file
             return AlipaySettings(
                 gateway_url=self.alipay_gateway_url,
                 app_id=self.alipay_app_id,
@@ -131,6 +178,8 @@ class Settings(BaseSettings):
                 alipay_public_key_file=self.alipay_public_key_file,
                 seller_id=self.alipay_seller_id,
             )
+        if self.mode == "production":
+            return None
         return AlipaySettings(
             gateway_url=self.sandbox_url.rstrip("/") + "/gateway.do",
             app_id=self.alipay_app_id or SANDBOX_APP_ID,
@@ -138,3 +187,60 @@ class Settings(BaseSettings):
             alipay_public_key_file=self.keys_dir / "sandbox_public.pem",
             seller_id=self.alipay_seller_id,
         )
+
+    @property
+    def wechatpay(self) -> WechatPaySettings | None:
+        """The configured WeChat Pay, else the sandbox's WeChat Pay half in dev mode, else None."""
+        if self.wechatpay_gateway_url is not None:
+            _require(
+                "PAYSAGA_WECHATPAY_GATEWAY_URL",
+                PAYSAGA_WECHATPAY_MCHID=self.wechatpay_mchid,
+                PAYSAGA_WECHATPAY_APPID=self.wechatpay_appid,
+                PAYSAGA_WECHATPAY_MERCHANT_KEY_FILE=self.wechatpay_merchant_key_file,
+                PAYSAGA_WECHATPAY_MERCHANT_SERIAL=self.wechatpay_merchant_serial,
+                PAYSAGA_WECHATPAY_APIV3_KEY_FILE=self.wechatpay_apiv3_key_file,
+                PAYSAGA_WECHATPAY_PUBLIC_KEYS=self.wechatpay_public_keys,
+            )
+            assert self.wechatpay_mchid and self.wechatpay_appid
+            assert self.wechatpay_merchant_key_file and self.wechatpay_merchant_serial
+            assert self.wechatpay_apiv3_key_file and self.wechatpay_public_keys
+            return WechatPaySettings(
+                gateway_url=self.wechatpay_gateway_url,
+                mchid=self.wechatpay_mchid,
+                appid=self.wechatpay_appid,
+                merchant_key_file=self.wechatpay_merchant_key_file,
+                merchant_serial=self.wechatpay_merchant_serial,
+                apiv3_key_file=self.wechatpay_apiv3_key_file,
+                public_key_files=_key_ids(self.wechatpay_public_keys),
+            )
+        if self.mode == "production":
+            return None
+        return WechatPaySettings(
+            gateway_url=self.sandbox_url.rstrip("/"),
+            mchid=self.wechatpay_mchid or SANDBOX_WECHATPAY_MCHID,
+            appid=self.wechatpay_appid or SANDBOX_WECHATPAY_APPID,
+            merchant_key_file=self.keys_dir / "wechatpay_merchant_private.pem",
+            merchant_serial=SANDBOX_WECHATPAY_MERCHANT_SERIAL,
+            apiv3_key_file=self.keys_dir / "wechatpay_apiv3.key",
+            public_key_files={
+                SANDBOX_WECHATPAY_PUBLIC_KEY_ID: self.keys_dir / "wechatpay_platform_public.pem"
+            },
+        )
+
+
+def _require(configured: str, **needed: object) -> None:
+    missing = [name for name, value in needed.items() if not value]
+    if missing:
+        raise SettingsError(f"{configured} needs " + ", ".join(missing))
+
+
+def _key_ids(pairs: str) -> dict[str, Path]:
+    keys = {}
+    for pair in pairs.split(","):
+        key_id, separator, path = pair.strip().partition("=")
+        if not separator or not key_id.strip() or not path.strip():
+            raise SettingsError(
+                f"PAYSAGA_WECHATPAY_PUBLIC_KEYS: {pair.strip()!r} is not an id=path pair"
+            )
+        keys[key_id.strip()] = Path(path.strip())
+    return keys

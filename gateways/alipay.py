@@ -2,6 +2,7 @@
 
 Each call is a form POST signed with our app key (RSA2); each answer is believed only once its
 signature verifies with Alipay's public key, and only the signed text itself is read.
+`AlipayGateway` puts the client behind paysaga's gateway seam (`gateways.gateway`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from decimal import Decimal
 import httpx
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from core.money import to_amount, to_cents
 from gateways import alipay_signing
 from gateways.alipay_formats import format_amount, format_time, parse_amount, parse_time
 from gateways.errors import (
@@ -27,6 +29,7 @@ from gateways.errors import (
     TradeNotFound,
     TradeStatusError,
 )
+from gateways.gateway import GatewayTrade
 
 CHARSET = "utf-8"
 SUCCESS = "10000"
@@ -39,6 +42,8 @@ REJECTIONS: dict[str, type[GatewayRejected]] = {
     "ACQ.TRADE_HAS_SUCCESS": TradeAlreadyPaid,
     "ACQ.TRADE_HAS_FINISHED": TradeFinished,
 }
+# Paid trades. TRADE_FINISHED is the same payment told again once it can no longer be refunded.
+PAID_STATES = frozenset({"TRADE_SUCCESS", "TRADE_FINISHED"})
 # Identifiers an answer echoes back from the request.
 ECHOED_IDS = ("out_trade_no", "out_request_no")
 
@@ -184,6 +189,56 @@ class AlipayClient:
             return response.content.decode(CHARSET)
         except UnicodeDecodeError as exc:
             raise GatewayResponseInvalid(f"Alipay's answer to {method} is not {CHARSET}") from exc
+
+
+class AlipayGateway:
+    """Alipay as paysaga's `PaymentGateway`: cents in, Alipay's yuan strings on the wire."""
+
+    def __init__(self, client: AlipayClient) -> None:
+        self._client = client
+
+    async def create_qr_payment(
+        self, *, out_trade_no: str, amount_cents: int, subject: str, expires_at: datetime
+    ) -> str:
+        return await self._client.precreate(
+            out_trade_no=out_trade_no,
+            amount=to_amount(amount_cents),
+            subject=subject,
+            time_expire=expires_at,
+        )
+
+    async def query(self, *, out_trade_no: str) -> GatewayTrade:
+        # A precreated trade exists at Alipay only once the buyer scans: until then
+        # TradeNotFound, although the QR code can still be paid.
+        state = await self._client.query(out_trade_no=out_trade_no)
+        return GatewayTrade(
+            out_trade_no=out_trade_no,
+            trade_no=state.trade_no,
+            paid=state.trade_status in PAID_STATES and state.trade_no is not None,
+            amount_cents=to_cents(state.total_amount),
+            paid_at=state.paid_at,
+        )
+
+    async def close(self, *, out_trade_no: str) -> None:
+        await self._client.close(out_trade_no=out_trade_no)
+
+    async def refund(
+        self,
+        *,
+        out_trade_no: str,
+        trade_no: str,
+        refund_no: str,
+        amount_cents: int,
+        total_cents: int,
+    ) -> None:
+        await self._client.refund(
+            out_trade_no=out_trade_no, amount=to_amount(amount_cents), out_request_no=refund_no
+        )
+
+    async def refund_succeeded(self, *, out_trade_no: str, refund_no: str) -> bool:
+        # `code=10000` on the refund only accepts it; the refund query says it was made.
+        state = await self._client.refund_query(out_trade_no=out_trade_no, out_request_no=refund_no)
+        return state.succeeded
 
 
 def _read_answer(method: str, body: str, alipay_public_key: rsa.RSAPublicKey) -> _Answer:

@@ -7,7 +7,7 @@ import sys
 
 from pydantic import ValidationError
 
-from paysaga.settings import Settings
+from core.settings import Settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port)
         return 0
     if args.command == "worker":
-        import worker
+        from paysaga import worker
 
         worker.main()
         return 0

@@ -3,9 +3,10 @@
 Each scenario takes a fresh reservation, creates orders through the API, pays their QR codes
 as the sandbox's buyer, waits for the sagas to settle, and checks what the API then says:
 
-1. booking: a paid order makes the reservation active;
-2. renewal: the next order of an active reservation is a renewal and extends it;
-3. two windows: a newer order supersedes an open one, whose late payment is refunded;
+1. booking: a paid order (Alipay) makes the reservation active;
+2. renewal: the next order of an active reservation (WeChat Pay) is a renewal and extends it;
+3. two windows: a newer order (WeChat Pay) supersedes an open one (Alipay), whose late
+   payment is refunded on Alipay;
 4. timeout: an unpaid order expires, and paying its QR code afterwards is refunded.
 
 It ends with the money per reservation: what was paid in less what went back must be what
@@ -34,7 +35,7 @@ from typing import Any, ClassVar, TypeVar
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from paysaga.settings import Settings
+from core.settings import Settings
 
 # How long a saga may take to settle once it has all it needs: notification, refund, retries.
 SETTLE_SECONDS = 30.0
@@ -80,6 +81,7 @@ class ApiOrder(_Wire):
     order_id: str
     reservation_id: str
     kind: str
+    gateway: str
     status: str
     status_reason: str | None
     amount: Decimal
@@ -129,11 +131,11 @@ class DemoClient:
         self.api = api
         self.sandbox = sandbox
 
-    def create_order(self, reservation_id: str, *, days: int, step: str) -> ApiOrder:
+    def create_order(self, reservation_id: str, *, days: int, gateway: str, step: str) -> ApiOrder:
         # Derived from the reservation and the step, so a retried POST would join its order
         # instead of opening a second payment window.
         headers = {"Idempotency-Key": f"{reservation_id}-{step}"}
-        body = {"reservation_id": reservation_id, "days": days}
+        body = {"reservation_id": reservation_id, "days": days, "gateway": gateway}
         return _parse(_send(self.api, "POST", "/v1/orders", json=body, headers=headers), ApiOrder)
 
     def order(self, order_id: str) -> ApiOrder:
@@ -203,6 +205,7 @@ class OrderRow:
     order_id: str
     reservation_id: str
     kind: str
+    gateway: str
     amount: Decimal
     status: str
     payments: str
@@ -213,6 +216,7 @@ class OrderRow:
         "order",
         "reservation",
         "kind",
+        "gateway",
         "amount",
         "status",
         "payments",
@@ -227,6 +231,7 @@ class OrderRow:
             order_id=order.order_id,
             reservation_id=order.reservation_id,
             kind=order.kind,
+            gateway=order.gateway,
             amount=order.amount,
             status=order.status,
             payments=", ".join(str(payment.amount) for payment in order.payments) or "-",
@@ -239,6 +244,7 @@ class OrderRow:
             self.order_id,
             self.reservation_id,
             self.kind,
+            self.gateway,
             str(self.amount),
             self.status,
             self.payments,
@@ -310,8 +316,8 @@ class Demo:
     failures: list[str] = field(default_factory=list)
     reservation_ids: list[str] = field(default_factory=list)
 
-    def create_order(self, reservation_id: str, *, days: int, step: str) -> ApiOrder:
-        order = self.client.create_order(reservation_id, days=days, step=step)
+    def create_order(self, reservation_id: str, *, days: int, gateway: str, step: str) -> ApiOrder:
+        order = self.client.create_order(reservation_id, days=days, gateway=gateway, step=step)
         if reservation_id not in self.reservation_ids:
             self.reservation_ids.append(reservation_id)
         # `paysaga dev` may run with another PAYSAGA_PAYMENT_TIMEOUT_SECONDS than this shell:
@@ -353,7 +359,7 @@ class Demo:
 
 def booking_then_renewal(demo: Demo) -> None:
     reservation_id = new_reservation_id()
-    booking = demo.create_order(reservation_id, days=3, step="booking")
+    booking = demo.create_order(reservation_id, days=3, gateway="alipay", step="booking")
     demo.client.pay(booking.order_id)
     demo.finish(
         demo.settled(booking.order_id, "paid"), scenario="1 booking", kind="booking", status="paid"
@@ -364,7 +370,7 @@ def booking_then_renewal(demo: Demo) -> None:
         f"1 booking: reservation {reservation_id} is {booked.status}, expected active",
     )
 
-    renewal = demo.create_order(reservation_id, days=2, step="renewal")
+    renewal = demo.create_order(reservation_id, days=2, gateway="wechatpay", step="renewal")
     demo.client.pay(renewal.order_id)
     demo.finish(
         demo.settled(renewal.order_id, "paid"), scenario="2 renewal", kind="renewal", status="paid"
@@ -381,8 +387,9 @@ def booking_then_renewal(demo: Demo) -> None:
 
 def two_windows(demo: Demo) -> None:
     reservation_id = new_reservation_id()
-    first = demo.create_order(reservation_id, days=1, step="window-1")
-    second = demo.create_order(reservation_id, days=2, step="window-2")
+    # An Alipay QR code nobody scanned can still be paid after its order is superseded.
+    first = demo.create_order(reservation_id, days=1, gateway="alipay", step="window-1")
+    second = demo.create_order(reservation_id, days=2, gateway="wechatpay", step="window-2")
     superseded = demo.settled(first.order_id, "superseded")
     demo.expect(
         superseded.status == "superseded",
@@ -418,7 +425,7 @@ def payment_timeout(demo: Demo) -> None:
         return
     print(f"  waiting {timeout} s for the payment timeout")
     reservation_id = new_reservation_id()
-    order = demo.create_order(reservation_id, days=1, step="booking")
+    order = demo.create_order(reservation_id, days=1, gateway="alipay", step="booking")
     expired = demo.settled(order.order_id, "expired", within=timeout + SETTLE_SECONDS)
     if not demo.expect(
         expired.status == "expired",

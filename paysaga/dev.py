@@ -7,8 +7,10 @@ as child processes, prints where each one is, and stops them all on Ctrl-C or wh
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
+import string
 import subprocess
 import sys
 import time
@@ -16,22 +18,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from api.api_keys import dev_api_key
+from core.settings import (
+    SANDBOX_WECHATPAY_APPID,
+    SANDBOX_WECHATPAY_MCHID,
+    SANDBOX_WECHATPAY_MERCHANT_SERIAL,
+    SANDBOX_WECHATPAY_PUBLIC_KEY_ID,
+    Settings,
+)
 from gateways.alipay_signing import generate_key_pair
-from paysaga.api_keys import dev_api_key
-from paysaga.settings import Settings
 from paysaga.temporal_server import dev_server_command
 from store.db import create_db_engine, create_tables
 
 TEMPORAL_UI_PORT = 8233
+APIV3_KEY_ALPHABET = string.ascii_letters + string.digits
 START_TIMEOUT_SECONDS = 60
 
 
 def ensure_dev_keys(keys_dir: Path) -> None:
-    """The merchant app's key pair and the sandbox's own "Alipay" pair, made once."""
-    for name in ("app", "sandbox"):
+    """Made once: the merchant's key pairs for Alipay (`app`) and WeChat Pay, the sandbox's own
+    pairs standing in for Alipay's and WeChat Pay's, and the WeChat Pay APIv3 key the merchant
+    and WeChat Pay share."""
+    for name in ("app", "sandbox", "wechatpay_merchant", "wechatpay_platform"):
         private, public = keys_dir / f"{name}_private.pem", keys_dir / f"{name}_public.pem"
         if not private.exists() or not public.exists():
             generate_key_pair(private, public)
+    apiv3 = keys_dir / "wechatpay_apiv3.key"
+    if not apiv3.exists():
+        apiv3.touch(mode=0o600)
+        # WeChat Pay's APIv3 keys are 32 letters and digits, set by the merchant.
+        apiv3.write_text("".join(secrets.choice(APIV3_KEY_ALPHABET) for _ in range(32)))
 
 
 def prepare_database(url: str) -> None:
@@ -50,6 +66,16 @@ def sandbox_env(settings: Settings) -> dict[str, str]:
         "PAYSAGA_SANDBOX_APP_PUBLIC_KEY_FILE": str(keys / "app_public.pem"),
         "PAYSAGA_SANDBOX_PRIVATE_KEY_FILE": str(keys / "sandbox_private.pem"),
         "PAYSAGA_SANDBOX_PUBLIC_KEY_FILE": str(keys / "sandbox_public.pem"),
+        "PAYSAGA_SANDBOX_WECHATPAY_MCHID": SANDBOX_WECHATPAY_MCHID,
+        "PAYSAGA_SANDBOX_WECHATPAY_APPID": SANDBOX_WECHATPAY_APPID,
+        "PAYSAGA_SANDBOX_WECHATPAY_MERCHANT_SERIAL": SANDBOX_WECHATPAY_MERCHANT_SERIAL,
+        "PAYSAGA_SANDBOX_WECHATPAY_MERCHANT_PUBLIC_KEY_FILE": str(
+            keys / "wechatpay_merchant_public.pem"
+        ),
+        "PAYSAGA_SANDBOX_WECHATPAY_PRIVATE_KEY_FILE": str(keys / "wechatpay_platform_private.pem"),
+        "PAYSAGA_SANDBOX_WECHATPAY_PUBLIC_KEY_FILE": str(keys / "wechatpay_platform_public.pem"),
+        "PAYSAGA_SANDBOX_WECHATPAY_PUBLIC_KEY_ID": SANDBOX_WECHATPAY_PUBLIC_KEY_ID,
+        "PAYSAGA_SANDBOX_WECHATPAY_APIV3_KEY_FILE": str(keys / "wechatpay_apiv3.key"),
     }
 
 

@@ -1,4 +1,4 @@
-"""The paysaga worker: runs the order sagas and their activities (`python worker.py`)."""
+"""The paysaga worker: runs the order sagas and their activities (`paysaga worker`)."""
 
 from __future__ import annotations
 
@@ -23,10 +23,12 @@ from temporalio.worker import Worker
 
 from activities.orders import OrderActivities
 from activities.payments import PaymentActivities
-from paysaga.connections import alipay_client, connect_temporal
-from paysaga.settings import Settings
+from core.contracts import Reconciliation
+from core.settings import Settings
+from core.temporal import connect_temporal
+from core.vocabulary import RECONCILE_WORKFLOW_ID
+from gateways.registry import payment_gateways
 from store.db import create_db_engine, create_tables
-from workflows.contracts import RECONCILE_WORKFLOW_ID, Reconciliation
 from workflows.late_payment import LatePaymentWorkflow
 from workflows.order import OrderWorkflow
 from workflows.reconcile import ReconcileWorkflow
@@ -101,7 +103,7 @@ async def run_worker(settings: Settings) -> None:
                 client,
                 task_queue=settings.task_queue,
                 order_activities=OrderActivities(engine),
-                payment_activities=PaymentActivities(alipay_client(settings, http)),
+                payment_activities=PaymentActivities(payment_gateways(settings, http)),
                 executor=executor,
             )
             logging.getLogger("paysaga").info(

@@ -104,6 +104,8 @@ class Refund(SQLModel, table=True):
 
     __tablename__ = "refunds"
 
+    # Numbers are unique at one gateway; two gateways may, in principle, use the same one.
+    gateway: str = Field(primary_key=True, max_length=16)
     refund_no: str = Field(primary_key=True, max_length=64)
     payment_id: int = Field(foreign_key="payments.id", unique=True)
     order_id: str = Field(foreign_key="orders.id", index=True, max_length=64)
@@ -129,3 +131,14 @@ class CallbackAttempt(SQLModel, table=True):
     reason: str | None = Field(default=None, max_length=500)
     body: str = Field(max_length=16384)
     received_at: datetime = utc_field()
+
+
+class SeenNonce(SQLModel, table=True):
+    """Signature nonces of callbacks, kept while their timestamps are fresh: a second request
+    with the same nonce is a replay. In the database, so that every API process sees it."""
+
+    __tablename__ = "seen_nonces"
+
+    gateway: str = Field(primary_key=True, max_length=16)
+    nonce: str = Field(primary_key=True, max_length=64)
+    seen_at: datetime = utc_field(index=True)

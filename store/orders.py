@@ -7,14 +7,13 @@ moment a payment is handled, whether it pays its order or must be refunded.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
 
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlmodel import Session, SQLModel, col, select
+from sqlmodel import Session, col, select
 
+from core.contracts import Claim, ClaimRequest, OrderEnding, PaymentNotice, RefundOrder, Settlement
+from core.vocabulary import OrderKind, OrderStatus, refund_no_for
 from store.models import (
     Order,
     Payment,
@@ -23,22 +22,7 @@ from store.models import (
     RefundStatus,
     Reservation,
 )
-from workflows.contracts import (
-    GATEWAY_ALIPAY,
-    Claim,
-    ClaimRequest,
-    OrderEnding,
-    OrderKind,
-    OrderStatus,
-    PaymentNotice,
-    RefundOrder,
-    Settlement,
-)
-
-
-def refund_no_for(trade_no: str) -> str:
-    """One refund per trade, so its number follows from the trade: retries reuse it."""
-    return f"rf_{trade_no}"
+from store.rows import insert_ignoring_conflict
 
 
 def is_active(reservation: Reservation, now: datetime) -> bool:
@@ -48,7 +32,7 @@ def is_active(reservation: Reservation, now: datetime) -> bool:
 def claim_reservation(session: Session, *, request: ClaimRequest, now: datetime) -> Claim:
     """Make the order its reservation's payable one, superseding the older pending orders."""
     order_request = request.order
-    _insert_ignoring_conflict(
+    insert_ignoring_conflict(
         session,
         Reservation,
         {"id": order_request.reservation_id, "created_at": now, "updated_at": now},
@@ -81,7 +65,7 @@ def claim_reservation(session: Session, *, request: ClaimRequest, now: datetime)
             amount_cents=order_request.amount_cents,
             currency=order_request.currency,
             status=OrderStatus.PENDING,
-            gateway=GATEWAY_ALIPAY,
+            gateway=order_request.gateway,
             request_fingerprint=order_request.request_fingerprint,
             expires_at=request.expires_at,
             created_at=now,
@@ -101,11 +85,11 @@ def record_qr_code(session: Session, *, order_id: str, qr_code: str, now: dateti
 
 def record_payment(session: Session, *, notice: PaymentNotice, now: datetime) -> Payment:
     """The payment row of a trade, created by whichever notice of it comes first."""
-    _insert_ignoring_conflict(
+    insert_ignoring_conflict(
         session,
         Payment,
         {
-            "gateway": GATEWAY_ALIPAY,
+            "gateway": notice.gateway,
             "trade_no": notice.trade_no,
             "order_id": notice.order_id,
             "amount_cents": notice.amount_cents,
@@ -116,7 +100,7 @@ def record_payment(session: Session, *, notice: PaymentNotice, now: datetime) ->
         },
         conflict_on=["gateway", "trade_no"],
     )
-    return _payment(session, notice.trade_no)
+    return _payment(session, notice)
 
 
 def settle_payment(session: Session, *, notice: PaymentNotice, now: datetime) -> Settlement:
@@ -131,7 +115,7 @@ def settle_payment(session: Session, *, notice: PaymentNotice, now: datetime) ->
     order = _order(session, notice.order_id)
     reservation = _locked_reservation(session, order.reservation_id)
     # Re-read under the lock: another process may have decided while we waited for it.
-    payment = _payment(session, notice.trade_no)
+    payment = _payment(session, notice)
     order = _order(session, notice.order_id)
     if payment.status != PaymentStatus.RECEIVED:
         return _earlier_settlement(session, payment, order)
@@ -152,6 +136,7 @@ def settle_payment(session: Session, *, notice: PaymentNotice, now: datetime) ->
     payment.status = PaymentStatus.REFUNDING
     payment.updated_at = now
     refund = Refund(
+        gateway=payment.gateway,
         refund_no=refund_no_for(payment.trade_no),
         payment_id=_id(payment),
         order_id=order.id,
@@ -208,15 +193,15 @@ def _earlier_settlement(session: Session, payment: Payment, order: Order) -> Set
     return Settlement(outcome="settled_before", order_status=status)
 
 
-def complete_refund(session: Session, *, refund_no: str, now: datetime) -> OrderStatus:
+def complete_refund(session: Session, *, refund: RefundOrder, now: datetime) -> OrderStatus:
     """The refund reached the buyer: an order it did not pay ends `refunded`."""
-    refund = _refund(session, refund_no)
-    order = _order(session, refund.order_id)
-    if refund.status == RefundStatus.SUCCEEDED:
+    row = _refund(session, refund)
+    order = _order(session, row.order_id)
+    if row.status == RefundStatus.SUCCEEDED:
         return OrderStatus(order.status)
-    refund.status = RefundStatus.SUCCEEDED
-    refund.completed_at = now
-    payment = session.get_one(Payment, refund.payment_id)
+    row.status = RefundStatus.SUCCEEDED
+    row.completed_at = now
+    payment = session.get_one(Payment, row.payment_id)
     payment.status = PaymentStatus.REFUNDED
     payment.updated_at = now
     if order.status != OrderStatus.PAID:
@@ -225,21 +210,23 @@ def complete_refund(session: Session, *, refund_no: str, now: datetime) -> Order
     return OrderStatus(order.status)
 
 
-def fail_refund(session: Session, *, refund_no: str, reason: str, now: datetime) -> OrderStatus:
+def fail_refund(
+    session: Session, *, refund: RefundOrder, reason: str, now: datetime
+) -> OrderStatus:
     """The gateway refused a refund for good: flag the order for an operator.
 
     A still-pending order whose payment could not be refunded is no longer payable either,
     so it ends `cancelled`, with the flag telling the operator why.
     """
-    refund = _refund(session, refund_no)
-    refund.status = RefundStatus.FAILED
-    refund.reason = reason
-    refund.completed_at = now
-    payment = session.get_one(Payment, refund.payment_id)
+    row = _refund(session, refund)
+    row.status = RefundStatus.FAILED
+    row.reason = reason
+    row.completed_at = now
+    payment = session.get_one(Payment, row.payment_id)
     payment.status = PaymentStatus.REFUND_FAILED
     payment.updated_at = now
-    flag_order(session, order_id=refund.order_id, reason=f"refund failed: {reason}", now=now)
-    order = _order(session, refund.order_id)
+    flag_order(session, order_id=row.order_id, reason=f"refund failed: {reason}", now=now)
+    order = _order(session, row.order_id)
     if order.status == OrderStatus.PENDING:
         order.status = OrderStatus.CANCELLED
         order.status_reason = "a payment could not be refunded"
@@ -290,6 +277,7 @@ def undecided_payments(
     ).all()
     return [
         PaymentNotice(
+            gateway=payment.gateway,
             order_id=payment.order_id,
             trade_no=payment.trade_no,
             amount_cents=payment.amount_cents,
@@ -333,6 +321,7 @@ def trade_of_refund(session: Session, refund: Refund) -> str:
 
 def _refund_order(refund: Refund, payment: Payment) -> RefundOrder:
     return RefundOrder(
+        gateway=refund.gateway,
         refund_no=refund.refund_no,
         order_id=refund.order_id,
         trade_no=payment.trade_no,
@@ -355,33 +344,18 @@ def _order(session: Session, order_id: str) -> Order:
     ).one()
 
 
-def _payment(session: Session, trade_no: str) -> Payment:
+def _payment(session: Session, notice: PaymentNotice) -> Payment:
     return session.exec(
         select(Payment)
-        .where(Payment.gateway == GATEWAY_ALIPAY, Payment.trade_no == trade_no)
+        .where(Payment.gateway == notice.gateway, Payment.trade_no == notice.trade_no)
         .execution_options(populate_existing=True)
     ).one()
 
 
-def _refund(session: Session, refund_no: str) -> Refund:
-    return session.get_one(Refund, refund_no)
+def _refund(session: Session, refund: RefundOrder) -> Refund:
+    return session.get_one(Refund, (refund.gateway, refund.refund_no))
 
 
 def _id(payment: Payment) -> int:
     assert payment.id is not None
     return payment.id
-
-
-def _insert_ignoring_conflict(
-    session: Session,
-    table: type[SQLModel],
-    values: Mapping[str, Any],
-    *,
-    conflict_on: list[str],
-) -> None:
-    # Concurrent first notices of one trade, or first orders of one reservation, race to
-    # insert the same row; the loser must see the winner's row, not an IntegrityError.
-    dialect = session.get_bind().dialect.name
-    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    statement = insert(table).values(**values).on_conflict_do_nothing(index_elements=conflict_on)
-    session.exec(statement)

@@ -16,14 +16,14 @@ from temporalio.client import Client
 
 from activities.orders import OrderActivities
 from activities.payments import PaymentActivities
-from paysaga.connections import alipay_client
+from core.settings import Settings
+from gateways.registry import payment_gateways
 from paysaga.dev import ensure_dev_keys
-from paysaga.settings import Settings
+from paysaga.worker import build_worker
 from sandbox.app import create_app as create_sandbox_app
 from sandbox.settings import SandboxSettings
 from store.db import create_db_engine, create_tables
 from tests.servers import free_port, serving
-from worker import build_worker
 
 
 def sandbox_settings(keys: Path, port: int) -> SandboxSettings:
@@ -33,6 +33,10 @@ def sandbox_settings(keys: Path, port: int) -> SandboxSettings:
         app_public_key_file=keys / "app_public.pem",
         private_key_file=keys / "sandbox_private.pem",
         public_key_file=keys / "sandbox_public.pem",
+        wechatpay_merchant_public_key_file=keys / "wechatpay_merchant_public.pem",
+        wechatpay_private_key_file=keys / "wechatpay_platform_private.pem",
+        wechatpay_public_key_file=keys / "wechatpay_platform_public.pem",
+        wechatpay_apiv3_key_file=keys / "wechatpay_apiv3.key",
         notify_retry_scale=0.0001,
     )
 
@@ -119,7 +123,7 @@ async def running_worker(client: Client, tmp_path: Path, task_queue: str) -> Asy
                     client,
                     task_queue=task_queue,
                     order_activities=OrderActivities(engine),
-                    payment_activities=PaymentActivities(alipay_client(settings, http)),
+                    payment_activities=PaymentActivities(payment_gateways(settings, http)),
                     executor=executor,
                 )
                 async with worker:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from sqlalchemy.engine.url import make_url
 
+from core.settings import Settings
 from paysaga.dev import (
     Supervisor,
     ensure_dev_keys,
@@ -21,7 +22,6 @@ from paysaga.dev import (
     sandbox_env,
     wait_for_port,
 )
-from paysaga.settings import Settings
 from paysaga.temporal_server import dev_server_command
 from tests.servers import free_port
 from tests.tcp_proxy import TcpProxy

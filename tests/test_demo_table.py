@@ -6,6 +6,7 @@ from paysaga.demo import ApiOrder, MoneyRow, OrderRow, format_table
 
 REFUNDED_ORDER = b"""{
     "order_id": "ord_a", "reservation_id": "demo-1-room", "kind": "booking",
+    "gateway": "wechatpay",
     "status": "refunded", "status_reason": "superseded by a newer order", "amount": "9.90",
     "currency": "CNY", "created_at": "2025-01-01T00:00:00Z",
     "expires_at": "2025-01-01T00:00:10Z", "flagged": null,
@@ -37,6 +38,7 @@ def test_an_order_row_shows_its_money_and_why_it_ended_so() -> None:
         "ord_a",
         "demo-1-room",
         "booking",
+        "wechatpay",
         "9.90",
         "refunded",
         "9.90",

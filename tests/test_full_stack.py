@@ -1,5 +1,6 @@
-"""The whole system over real HTTP: the business's app on one side, Alipay's sandbox on the
-other, and paysaga's own processes — Temporal dev server, workers, APIs — in between."""
+"""The whole system over real HTTP: the business's app on one side, the sandbox's Alipay and
+WeChat Pay halves on the other, and paysaga's own processes — Temporal dev server, workers,
+APIs — in between. Scenarios that take a `gateway` run once on each gateway."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import base64
 import json
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -15,38 +17,48 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import httpx
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from sqlmodel import select
+from sqlmodel import col, select
 from temporalio.client import Client, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from api.app import create_app
+from core.contracts import Reconciliation
+from core.settings import (
+    SANDBOX_WECHATPAY_APPID,
+    SANDBOX_WECHATPAY_MCHID,
+    SANDBOX_WECHATPAY_PUBLIC_KEY_ID,
+    Settings,
+)
+from core.vocabulary import RECONCILE_WORKFLOW_ID, Gateway
 from gateways.alipay_signing import (
     NOTIFICATION_UNSIGNED,
     load_private_key,
-    sign,
     signing_string,
 )
-from paysaga.settings import SANDBOX_APP_ID, Settings
+from paysaga.worker import WORKFLOWS
 from store.db import create_db_engine, transaction
 from store.models import CallbackAttempt
 from tests.databases import database_url
 from tests.history_paths import all_histories, record_distinct_paths
+from tests.notifications import Callback, alipay_callback, wechatpay_callback
 from tests.rig import Sandbox
 from tests.servers import free_port, serving
 from tests.system import API_KEY, TASK_QUEUE, System, running_system
-from worker import WORKFLOWS
-from workflows.contracts import RECONCILE_WORKFLOW_ID, Reconciliation
 from workflows.reconcile import ReconcileWorkflow
 
 pytestmark = pytest.mark.slow
 DATABASE_KIND = os.environ.get("PAYSAGA_TEST_DATABASE", "sqlite")
-FINAL = {"paid", "expired", "superseded", "cancelled", "refunded"}
+# How each gateway calls a trade that was closed unpaid.
+CLOSED = {Gateway.ALIPAY: "TRADE_CLOSED", Gateway.WECHATPAY: "CLOSED"}
+# Each gateway's call that creates a QR payment, as the sandbox's fault switch names it.
+CREATE_METHOD = {Gateway.ALIPAY: "alipay.trade.precreate", Gateway.WECHATPAY: "wechatpay.native"}
 
 
 @pytest.fixture(scope="session")
@@ -54,6 +66,13 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     home = tmp_path_factory.mktemp("system")
     with database_url(DATABASE_KIND, home) as url, running_system(home, url) as running:
         yield running
+
+
+@pytest.fixture(params=list(Gateway))
+def gateway(request: pytest.FixtureRequest) -> Gateway:
+    """The scenario runs once on each gateway."""
+    value: Gateway = request.param
+    return value
 
 
 @dataclass
@@ -70,23 +89,34 @@ class Shop:
         *,
         api: int = 0,
         api_url: str | None = None,
+        gateway: Gateway | None = None,
         **extra: Any,
     ) -> httpx.Response:
         url = api_url or self._api(api)
         headers = (
             {"Idempotency-Key": extra.pop("idempotency_key")} if "idempotency_key" in extra else {}
         )
+        if gateway is not None:
+            extra["gateway"] = gateway
         return await self.http.post(
             f"{url}/v1/orders",
             json={"reservation_id": reservation, "days": days, **extra},
             headers=headers,
         )
 
-    async def order(self, reservation: str, days: int = 3, *, api: int = 0) -> dict[str, Any]:
-        response = await self.create(reservation, days, api=api)
+    async def order(
+        self, reservation: str, days: int = 3, *, api: int = 0, gateway: Gateway | None = None
+    ) -> dict[str, Any]:
+        response = await self.create(reservation, days, api=api, gateway=gateway)
         assert response.status_code == 201, response.text
         body: dict[str, Any] = response.json()
         return body
+
+    async def notify(self, api_url: str, gateway: Gateway, callback: Callback) -> httpx.Response:
+        """Deliver a notification to an API's callback door, as the gateway would."""
+        return await self.http.post(
+            f"{api_url}/v1/callbacks/{gateway}", content=callback.body, headers=callback.headers
+        )
 
     async def get(self, path: str) -> dict[str, Any]:
         response = await self.http.get(f"{self.system.api_urls[0]}{path}")
@@ -144,8 +174,9 @@ async def healthy_sandbox(sandbox: Sandbox) -> AsyncIterator[None]:
     (await sandbox.http.delete(f"{sandbox.url}/sandbox/faults")).raise_for_status()
 
 
-async def all_delivered(sandbox: Sandbox, out_trade_no: str) -> None:
-    for _ in range(100):
+async def all_delivered(sandbox: Sandbox, out_trade_no: str, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
         if await sandbox.delivered(out_trade_no):
             return
         await asyncio.sleep(0.1)
@@ -177,12 +208,12 @@ async def conserved(shop: Shop, sandbox: Sandbox, reservation_id: str) -> Decima
 
 
 async def test_a_booking_is_paid_and_activates_the_reservation(
-    shop: Shop, sandbox: Sandbox
+    shop: Shop, sandbox: Sandbox, gateway: Gateway
 ) -> None:
     room = reservation()
-    order = await shop.order(room, 3)
+    order = await shop.order(room, 3, gateway=gateway)
     assert order["kind"] == "booking" and order["status"] == "pending"
-    assert (order["amount"], order["currency"], order["gateway"]) == ("29.70", "CNY", "alipay")
+    assert (order["amount"], order["currency"], order["gateway"]) == ("29.70", "CNY", gateway)
     assert order["qr_code"].startswith(sandbox.url)
     assert datetime.fromisoformat(order["expires_at"]).utcoffset() == timedelta(0)
 
@@ -196,12 +227,13 @@ async def test_a_booking_is_paid_and_activates_the_reservation(
 
 async def test_a_renewal_extends_the_reservation(shop: Shop, sandbox: Sandbox) -> None:
     room = reservation()
-    booking = await shop.order(room, 1)
+    booking = await shop.order(room, 1, gateway=Gateway.ALIPAY)
     await sandbox.pay(booking["order_id"])
     await shop.settled(booking["order_id"], "paid")
     before = datetime.fromisoformat((await shop.get(f"/v1/reservations/{room}"))["valid_until"])
 
-    renewal = await shop.order(room, 2, api=1)
+    # One reservation may be paid on either gateway, order by order.
+    renewal = await shop.order(room, 2, api=1, gateway=Gateway.WECHATPAY)
     assert renewal["kind"] == "renewal" and renewal["amount"] == "19.80"
     await sandbox.pay(renewal["order_id"])
     await shop.settled(renewal["order_id"], "paid")
@@ -209,24 +241,55 @@ async def test_a_renewal_extends_the_reservation(shop: Shop, sandbox: Sandbox) -
     assert after - before == timedelta(days=2)
 
 
-async def test_a_second_window_supersedes_and_paying_the_first_refunds_it(
-    shop: Shop, sandbox: Sandbox
+async def test_a_newer_window_on_another_gateway_supersedes_and_refunds_on_the_first(
+    shop: Shop, sandbox: Sandbox, gateway: Gateway
 ) -> None:
+    """The older order is on `gateway`, the newer on the other one; the older order's trade is
+    closed, and its payment is refunded on the gateway that captured it."""
+    other = next(g for g in Gateway if g != gateway)
     room = reservation()
-    first = await shop.order(room)
-    second = await shop.order(room, api=1)
-    await shop.until(first["order_id"], lambda order: order["status"] == "superseded")
-
-    await asyncio.gather(sandbox.pay(first["order_id"]), sandbox.pay(second["order_id"]))
+    first = await shop.order(room, gateway=gateway)
+    await sandbox.scan(first["order_id"])
+    # The buyer pays the older window in the very instant the newer one closes it.
+    await sandbox.faults(pay_before_close=True)
+    second = await shop.order(room, api=1, gateway=other)
     refunded = await shop.settled(first["order_id"], "refunded")
+    assert refunded["status_reason"] and "superseded" in refunded["status_reason"]
     assert [(r["amount"], r["status"]) for r in refunded["refunds"]] == [("29.70", "succeeded")]
+    trade = await sandbox.trade(first["order_id"])
+    assert trade["gateway"] == gateway and len(trade["refunds"]) == 1
+
+    await sandbox.pay(second["order_id"])
     await shop.settled(second["order_id"], "paid")
+    assert (await sandbox.trade(second["order_id"]))["gateway"] == other
     assert await conserved(shop, sandbox, room) == Decimal("29.70")
 
 
-async def test_a_late_payment_after_expiry_is_refunded_once(shop: Shop, sandbox: Sandbox) -> None:
+async def test_a_payment_notified_after_its_order_ended_is_refunded_once(
+    shop: Shop, sandbox: Sandbox, gateway: Gateway
+) -> None:
     room = reservation()
-    order = await shop.order(room, api=2)
+    first = await shop.order(room, gateway=gateway)
+    await sandbox.scan(first["order_id"])
+    # Paid as a newer order closes it, and told late and thrice: the saga finds the payment
+    # when it closes the trade, and the notifications reach a saga that has ended.
+    await sandbox.faults(
+        pay_before_close=True, notification_delay_seconds=2.0, duplicate_notifications=3
+    )
+    await shop.order(room, api=1, gateway=gateway)
+    refunded = await shop.settled(first["order_id"], "refunded")
+    await all_delivered(sandbox, first["order_id"], seconds=20)
+    again = await shop.settled(first["order_id"], "refunded")
+    assert len(again["payments"]) == len(again["refunds"]) == 1
+    assert again["refunds"] == refunded["refunds"]
+    assert len((await sandbox.trade(first["order_id"]))["refunds"]) == 1
+    assert await conserved(shop, sandbox, room) == Decimal(0)
+
+
+async def test_a_qr_code_paid_after_expiry_is_refunded_once(shop: Shop, sandbox: Sandbox) -> None:
+    # An Alipay QR code nobody scanned has no trade to close: it can still be paid later.
+    room = reservation()
+    order = await shop.order(room, api=2, gateway=Gateway.ALIPAY)
     await shop.until(order["order_id"], lambda o: o["status"] == "expired", seconds=30)
 
     # The buyer pays the stale QR code anyway, and Alipay tells us three times at once.
@@ -239,10 +302,10 @@ async def test_a_late_payment_after_expiry_is_refunded_once(shop: Shop, sandbox:
 
 
 async def test_twenty_duplicate_notifications_make_one_payment(
-    shop: Shop, sandbox: Sandbox
+    shop: Shop, sandbox: Sandbox, gateway: Gateway
 ) -> None:
     room = reservation()
-    order = await shop.order(room)
+    order = await shop.order(room, gateway=gateway)
     await sandbox.faults(duplicate_notifications=20)
     await sandbox.pay(order["order_id"])
     paid = await shop.settled(order["order_id"], "paid")
@@ -252,76 +315,112 @@ async def test_twenty_duplicate_notifications_make_one_payment(
     assert await conserved(shop, sandbox, room) == Decimal("29.70")
 
 
-async def test_twenty_concurrent_orders_leave_one_payable_and_one_paid(
+async def test_twenty_concurrent_windows_on_both_gateways_leave_one_paid(
     shop: Shop, sandbox: Sandbox
 ) -> None:
     room = reservation()
-    created = await asyncio.gather(*(shop.order(room, 1, api=n % 2) for n in range(20)))
+    gateways = list(Gateway)
+    # Buyers pay every window: each superseded one in the instant its trade is closed (a
+    # closed WeChat Pay trade can no longer be paid), the payable one once they are all made.
+    await sandbox.faults(pay_before_close=True)
+    created = await asyncio.gather(
+        *(
+            shop.order(room, 1, api=n % 2, gateway=gateways[(n // 2) % len(gateways)])
+            for n in range(20)
+        )
+    )
     ids = [order["order_id"] for order in created]
     view = await shop.get(f"/v1/reservations/{room}")
     assert view["payable_order_id"] in ids
 
-    for _ in range(300):
-        statuses = [(await shop.get(f"/v1/orders/{i}"))["status"] for i in ids]
-        if statuses.count("superseded") == 19:
-            break
-        await asyncio.sleep(0.1)
-    assert sorted(statuses) == ["pending"] + ["superseded"] * 19
+    payable = view["payable_order_id"]
+    superseded = [
+        await shop.settled(order_id, "refunded", seconds=60)
+        for order_id in ids
+        if order_id != payable
+    ]
+    assert all("superseded" in (order["status_reason"] or "") for order in superseded)
+    assert (await shop.get(f"/v1/orders/{payable}"))["status"] == "pending"
 
-    await asyncio.gather(*(sandbox.pay(order_id) for order_id in ids))
-    final = [await shop.settled(order_id, "paid", "refunded", seconds=60) for order_id in ids]
+    await sandbox.pay(payable)
+    final = [*superseded, await shop.settled(payable, "paid")]
     assert sorted(order["status"] for order in final) == ["paid"] + ["refunded"] * 19
+    # Each refund went back through the gateway that captured the payment.
+    for order in final:
+        trade = await sandbox.trade(order["order_id"])
+        assert trade["gateway"] == order["gateway"]
+        assert len(trade["refunds"]) == (order["status"] == "refunded")
+    assert {order["gateway"] for order in final} == set(Gateway)
     assert await conserved(shop, sandbox, room) == Decimal("9.90")
 
 
-async def test_a_cancelled_order_closes_its_trade(shop: Shop, sandbox: Sandbox) -> None:
-    order = await shop.order(reservation())
+async def test_a_cancelled_order_closes_its_trade(
+    shop: Shop, sandbox: Sandbox, gateway: Gateway
+) -> None:
+    order = await shop.order(reservation(), gateway=gateway)
     await sandbox.scan(order["order_id"])
     response = await shop.http.post(
         f"{shop.system.api_urls[1]}/v1/orders/{order['order_id']}/cancel"
     )
     assert response.status_code == 200, response.text
     assert response.json()["status"] == "cancelled"
-    assert (await sandbox.trade(order["order_id"]))["status"] == "TRADE_CLOSED"
+    assert (await sandbox.trade(order["order_id"]))["status"] == CLOSED[gateway]
     again = await shop.http.post(f"{shop.system.api_urls[0]}/v1/orders/{order['order_id']}/cancel")
     assert again.status_code == 409 and "cancelled" in again.json()["detail"]
 
 
 def alipay_form(key: rsa.RSAPrivateKey, **fields: str) -> dict[str, str]:
-    """A notification as Alipay sends it, signed with `key`."""
-    params = {
-        "notify_time": "2026-11-23 20:00:00",
-        "notify_type": "trade_status_sync",
-        "notify_id": uuid.uuid4().hex,
-        "app_id": SANDBOX_APP_ID,
-        "charset": "utf-8",
-        "version": "1.0",
-        "sign_type": "RSA2",
-        "trade_no": "2026112322001400000000000001",
-        "trade_status": "TRADE_SUCCESS",
-        "total_amount": "29.70",
-        "gmt_payment": "2026-11-23 19:59:59",
-        **fields,
+    """A notification as Alipay sends it, signed with `key`, as form fields."""
+    return dict(parse_qsl(alipay_callback(key, **fields).body.decode()))
+
+
+def gateway_notification(
+    system: System, gateway: Gateway, trade: dict[str, Any], **changes: Any
+) -> Callback:
+    """The payment notification of a paid sandbox trade, as its gateway signs it, with
+    `changes` made to its fields (Alipay) or to its resource (WeChat Pay)."""
+    keys = system.keys_dir
+    if gateway is Gateway.ALIPAY:
+        return alipay_callback(
+            load_private_key(keys / "sandbox_private.pem"),
+            **{
+                "out_trade_no": trade["out_trade_no"],
+                "trade_no": trade["trade_no"],
+                "total_amount": trade["total_amount"],
+                **changes,
+            },
+        )
+    cents = int(Decimal(trade["total_amount"]) * 100)
+    resource = {
+        "appid": SANDBOX_WECHATPAY_APPID,
+        "mchid": SANDBOX_WECHATPAY_MCHID,
+        "out_trade_no": trade["out_trade_no"],
+        "transaction_id": trade["trade_no"],
+        "trade_type": "NATIVE",
+        "trade_state": "SUCCESS",
+        "trade_state_desc": "支付成功",
+        "success_time": "2026-11-23T20:00:00+08:00",
+        "payer": {"openid": "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"},
+        "amount": {"total": cents, "payer_total": cents, "currency": "CNY"},
+        **changes,
     }
-    params["sign"] = sign(signing_string(params, unsigned=NOTIFICATION_UNSIGNED), key)
-    return params
+    return wechatpay_callback(
+        load_private_key(keys / "wechatpay_platform_private.pem"),
+        key_id=SANDBOX_WECHATPAY_PUBLIC_KEY_ID,
+        apiv3_key=(keys / "wechatpay_apiv3.key").read_bytes().strip(),
+        resource=resource,
+    )
 
 
 async def lost_notification(
-    shop: Shop, sandbox: Sandbox, system: System, **fields: str
-) -> tuple[dict[str, Any], dict[str, str]]:
-    """An order paid at the gateway whose notification Alipay lost, and that notification as
-    Alipay signs it (with `fields` changed), for the test to deliver itself."""
-    order = await shop.order(reservation())
+    shop: Shop, sandbox: Sandbox, system: System, gateway: Gateway, **changes: Any
+) -> tuple[dict[str, Any], Callback]:
+    """An order paid at the gateway whose notification the gateway lost, and that notification
+    as the gateway signs it (with `changes`), for the test to deliver itself."""
+    order = await shop.order(reservation(), gateway=gateway)
     await sandbox.faults(drop_notifications=1)
     trade = await sandbox.pay(order["order_id"])
-    notification = alipay_form(
-        load_private_key(system.keys_dir / "sandbox_private.pem"),
-        out_trade_no=order["order_id"],
-        trade_no=trade["trade_no"],
-        **fields,
-    )
-    return order, notification
+    return order, gateway_notification(system, gateway, trade, **changes)
 
 
 async def test_forged_and_malformed_callbacks_change_nothing(shop: Shop, system: System) -> None:
@@ -370,11 +469,103 @@ async def test_forged_and_malformed_callbacks_change_nothing(shop: Shop, system:
         assert expected in reasons
 
 
+async def test_forged_replayed_and_malformed_wechatpay_callbacks_change_nothing(
+    shop: Shop, sandbox: Sandbox, system: System
+) -> None:
+    order, genuine = await lost_notification(shop, sandbox, system, Gateway.WECHATPAY)
+    trade = await sandbox.trade(order["order_id"])
+    keys = system.keys_dir
+    platform_key = load_private_key(keys / "wechatpay_platform_private.pem")
+    apiv3_key = (keys / "wechatpay_apiv3.key").read_bytes().strip()
+    resource = {"appid": SANDBOX_WECHATPAY_APPID, "mchid": SANDBOX_WECHATPAY_MCHID}
+    forger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    seen_before = {attempt.id for attempt in attempts_recorded(system)}
+
+    def altered(**headers: str) -> Callback:
+        return Callback({**genuine.headers, **headers}, genuine.body)
+
+    cases: list[tuple[str, Callback, int, str]] = [
+        (
+            "forged",
+            wechatpay_callback(
+                forger,
+                key_id=SANDBOX_WECHATPAY_PUBLIC_KEY_ID,
+                apiv3_key=apiv3_key,
+                resource=resource,
+            ),
+            400,
+            "signature",
+        ),
+        ("unknown key", altered(**{"Wechatpay-Serial": "PUB_KEY_ID_UNKNOWN"}), 400, "serial"),
+        (
+            "probe",
+            altered(**{"Wechatpay-Signature": "WECHATPAY/SIGNTEST/" + "A" * 300}),
+            400,
+            "",
+        ),
+        (
+            "stale",
+            wechatpay_callback(
+                platform_key,
+                key_id=SANDBOX_WECHATPAY_PUBLIC_KEY_ID,
+                apiv3_key=apiv3_key,
+                resource=resource,
+                timestamp=int(time.time()) - 301,
+            ),
+            400,
+            "",
+        ),
+        (
+            "bad AES tag",
+            wechatpay_callback(
+                platform_key,
+                key_id=SANDBOX_WECHATPAY_PUBLIC_KEY_ID,
+                apiv3_key=bytes(32),
+                resource=resource,
+            ),
+            400,
+            "",
+        ),
+        (
+            "unknown order",
+            gateway_notification(
+                system, Gateway.WECHATPAY, {**trade, "out_trade_no": "ord_nobody"}
+            ),
+            404,
+            "ord_nobody",
+        ),
+        # The genuine headers over a body they do not sign.
+        ("malformed", Callback(genuine.headers, b"{not json"), 400, ""),
+    ]
+    for name, callback, status, said in cases:
+        response = await shop.notify(system.api_urls[0], Gateway.WECHATPAY, callback)
+        assert response.status_code == status, (name, response.text)
+        assert response.json()["code"] == "FAIL", name
+        assert said in response.json()["message"], (name, response.text)
+
+    # The genuine notification is taken once; the same request again is a replay.
+    first = await shop.notify(system.api_urls[0], Gateway.WECHATPAY, genuine)
+    assert (first.status_code, first.content) == (204, b"")
+    replayed = await shop.notify(system.api_urls[1], Gateway.WECHATPAY, genuine)
+    assert replayed.status_code == 400 and "replay" in replayed.json()["message"]
+
+    # Other tests' notifications may still be arriving: only this one's attempts count.
+    recorded = [
+        a
+        for a in attempts_recorded(system)
+        if a.id not in seen_before and a.out_trade_no in (None, order["order_id"], "ord_nobody")
+    ]
+    assert [a.outcome for a in recorded] == ["rejected"] * len(cases) + ["payment", "rejected"]
+    assert all(a.gateway == Gateway.WECHATPAY for a in recorded)
+    paid = await shop.settled(order["order_id"], "paid")
+    assert len(paid["payments"]) == 1
+
+
 def attempts_recorded(system: System) -> list[CallbackAttempt]:
     engine = create_db_engine(system.database_url)
     try:
         with transaction(engine) as session:
-            return list(session.exec(select(CallbackAttempt)).all())
+            return list(session.exec(select(CallbackAttempt).order_by(col(CallbackAttempt.id))))
     finally:
         engine.dispose()
 
@@ -392,6 +583,7 @@ async def test_stale_prices_bad_input_and_strangers_are_refused(shop: Shop) -> N
         {"reservation_id": "r", "days": 0},
         {"reservation_id": "r", "days": 366},
         {"reservation_id": "r"},
+        {"reservation_id": "r", "days": 1, "gateway": "paypal"},
     ):
         response = await shop.http.post(f"{shop.system.api_urls[0]}/v1/orders", json=body)
         assert response.status_code == 422 and response.json()["detail"]
@@ -428,11 +620,11 @@ async def test_an_idempotency_key_returns_the_same_order(shop: Shop) -> None:
 
 
 async def test_an_unreachable_gateway_gives_503_and_no_payable_order(
-    shop: Shop, sandbox: Sandbox
+    shop: Shop, sandbox: Sandbox, gateway: Gateway
 ) -> None:
     room = reservation()
-    await sandbox.faults(fail_methods={"alipay.trade.precreate": 1000}, fail_mode="http_503")
-    response = await shop.create(room)
+    await sandbox.faults(fail_methods={CREATE_METHOD[gateway]: 1000}, fail_mode="http_503")
+    response = await shop.create(room, gateway=gateway)
     assert response.status_code == 503 and "gateway" in response.json()["detail"]
     view = await shop.get(f"/v1/reservations/{room}")
     assert view["payable_order_id"] is None
@@ -455,21 +647,40 @@ async def api_without_temporal(system: System) -> AsyncIterator[str]:
 
 
 async def test_without_temporal_nothing_is_made_and_no_payment_is_lost(
-    shop: Shop, sandbox: Sandbox, system: System
+    shop: Shop, sandbox: Sandbox, system: System, gateway: Gateway
 ) -> None:
-    order, notification = await lost_notification(shop, sandbox, system)
+    order, notification = await lost_notification(shop, sandbox, system, gateway)
     async with api_without_temporal(system) as cut_off:
-        refused = await shop.create(reservation(), api_url=cut_off)
+        refused = await shop.create(reservation(), api_url=cut_off, gateway=gateway)
         assert refused.status_code == 503 and "Temporal" in refused.json()["detail"]
-        callback = await shop.http.post(f"{cut_off}/v1/callbacks/alipay", data=notification)
+        callback = await shop.notify(cut_off, gateway, notification)
         assert callback.status_code == 503 and callback.text != "success"
 
     recorded = await shop.get(f"/v1/orders/{order['order_id']}")
     assert [p["status"] for p in recorded["payments"]] == ["received"]  # kept, not yet decided
-    # Alipay sends it again, this time to an API that can reach Temporal.
-    callback = await shop.http.post(f"{system.api_urls[1]}/v1/callbacks/alipay", data=notification)
-    assert (callback.status_code, callback.text) == (200, "success")
+    # The gateway sends it again (signed anew, as WeChat Pay does), this time to an API that
+    # can reach Temporal.
+    trade = await sandbox.trade(order["order_id"])
+    callback = await shop.notify(
+        system.api_urls[1], gateway, gateway_notification(system, gateway, trade)
+    )
+    assert callback.status_code in (200, 204) and callback.text in ("success", "")
     await shop.settled(order["order_id"], "paid")
+
+
+async def test_a_lost_notification_is_found_by_asking_the_gateway(
+    shop: Shop, sandbox: Sandbox, gateway: Gateway
+) -> None:
+    room = reservation()
+    order = await shop.order(room, api=2, gateway=gateway)
+    await sandbox.faults(drop_notifications=1)
+    await sandbox.pay(order["order_id"])
+    # No notification comes; at the payment timeout the saga asks before it expires the order.
+    paid = await shop.settled(order["order_id"], "paid", seconds=30)
+    assert [p["status"] for p in paid["payments"]] == ["accepted"]
+    notes = (await sandbox.trade(order["order_id"]))["notifications"]
+    assert [note["lost"] for note in notes] == [True]
+    assert await conserved(shop, sandbox, room) == Decimal("29.70")
 
 
 async def test_sagas_survive_their_workers_crashing(
@@ -517,8 +728,10 @@ async def test_trade_finished_and_wrong_amounts_are_no_new_payments(
     assert finished["status"] == "paid" and len(finished["payments"]) == 1
     assert finished["refunds"] == []
 
-    other, wrong = await lost_notification(shop, sandbox, system, total_amount="0.01")
-    response = await shop.http.post(f"{system.api_urls[0]}/v1/callbacks/alipay", data=wrong)
+    other, wrong = await lost_notification(
+        shop, sandbox, system, Gateway.ALIPAY, total_amount="0.01"
+    )
+    response = await shop.notify(system.api_urls[0], Gateway.ALIPAY, wrong)
     assert (response.status_code, response.text) == (200, "success")
     flagged = await shop.get(f"/v1/orders/{other['order_id']}")
     assert flagged["status"] == "pending" and flagged["payments"] == []
@@ -577,20 +790,19 @@ if DATABASE_KIND == "postgresql":
 async def test_payments_nobody_handed_on_are_settled_by_reconciliation(
     shop: Shop, sandbox: Sandbox, system: System
 ) -> None:
-    running, running_notice = await lost_notification(shop, sandbox, system)
-    ended = await shop.order(reservation(), api=2)
+    running, running_notice = await lost_notification(shop, sandbox, system, Gateway.WECHATPAY)
+    ended = await shop.order(reservation(), api=2, gateway=Gateway.ALIPAY)
     await shop.until(ended["order_id"], lambda order: order["status"] == "expired")
     await sandbox.faults(accept_expired_qr=True, drop_notifications=1)
     late_trade = await sandbox.pay(ended["order_id"])
-    ended_notice = alipay_form(
-        load_private_key(system.keys_dir / "sandbox_private.pem"),
-        out_trade_no=ended["order_id"],
-        trade_no=late_trade["trade_no"],
-    )
+    ended_notice = gateway_notification(system, Gateway.ALIPAY, late_trade)
     # Recorded, but never handed on, and the gateway gives up: only reconciliation is left.
     async with api_without_temporal(system) as cut_off:
-        for notice in (running_notice, ended_notice):
-            response = await shop.http.post(f"{cut_off}/v1/callbacks/alipay", data=notice)
+        for gateway, notice in (
+            (Gateway.WECHATPAY, running_notice),
+            (Gateway.ALIPAY, ended_notice),
+        ):
+            response = await shop.notify(cut_off, gateway, notice)
             assert response.status_code == 503
 
     client = await Client.connect(system.temporal_address, data_converter=pydantic_data_converter)

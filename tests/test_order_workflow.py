@@ -13,18 +13,12 @@ from temporalio.client import WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from core.contracts import OrderOutcome, OrderRequest, PaymentNotice
+from core.vocabulary import Gateway, OrderStatus, late_payment_workflow_id, order_workflow_id
 from paysaga.temporal_server import installed_binary, register_search_attributes
 from store import orders
 from store.db import transaction
 from tests.rig import Rig, running_worker
-from workflows.contracts import (
-    OrderOutcome,
-    OrderRequest,
-    OrderStatus,
-    PaymentNotice,
-    late_payment_workflow_id,
-    order_workflow_id,
-)
 from workflows.late_payment import LatePaymentWorkflow
 from workflows.order import OrderWorkflow
 
@@ -46,8 +40,25 @@ async def rig(env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Rig]:
         yield rig
 
 
+# What each gateway calls a paid trade, a trade closed unpaid, and its create call.
+PAID = {Gateway.ALIPAY: "TRADE_SUCCESS", Gateway.WECHATPAY: "SUCCESS"}
+CLOSED = {Gateway.ALIPAY: "TRADE_CLOSED", Gateway.WECHATPAY: "CLOSED"}
+CREATE = {Gateway.ALIPAY: "alipay.trade.precreate", Gateway.WECHATPAY: "wechatpay.native"}
+REFUND = {Gateway.ALIPAY: "alipay.trade.refund", Gateway.WECHATPAY: "wechatpay.refund"}
+
+
+@pytest.fixture(params=list(Gateway))
+def gateway(request: pytest.FixtureRequest) -> Gateway:
+    value: Gateway = request.param
+    return value
+
+
 async def start_order(
-    env: WorkflowEnvironment, rig: Rig, order_id: str, reservation: str = "room-1"
+    env: WorkflowEnvironment,
+    rig: Rig,
+    order_id: str,
+    reservation: str = "room-1",
+    gateway: Gateway = Gateway.ALIPAY,
 ) -> WorkflowHandle[OrderWorkflow, OrderOutcome]:
     request = OrderRequest(
         order_id=order_id,
@@ -55,6 +66,7 @@ async def start_order(
         days=3,
         amount_cents=2970,
         currency="CNY",
+        gateway=gateway,
         request_fingerprint="f",
         payment_timeout_seconds=900,
         payment_create_timeout_seconds=20,
@@ -93,12 +105,22 @@ async def test_an_unpaid_order_expires_after_the_gateway_is_asked(
     assert order_status(rig, "ord_scanned") == OrderStatus.EXPIRED
 
 
-async def test_a_lost_notification_is_found_by_the_query(
+async def test_an_unpaid_wechatpay_order_expires_and_its_trade_is_closed(
     env: WorkflowEnvironment, rig: Rig
 ) -> None:
-    handle = await start_order(env, rig, "ord_lost")
+    # Unlike an Alipay QR code, a WeChat Pay order exists at the gateway from its creation.
+    handle = await start_order(env, rig, "ord_wx_unpaid", gateway=Gateway.WECHATPAY)
+    assert (await handle.result()).status == OrderStatus.EXPIRED
+    assert (await rig.sandbox.trade("ord_wx_unpaid"))["status"] == "CLOSED"
+    assert order_status(rig, "ord_wx_unpaid") == OrderStatus.EXPIRED
+
+
+async def test_a_lost_notification_is_found_by_the_query(
+    env: WorkflowEnvironment, rig: Rig, gateway: Gateway
+) -> None:
+    handle = await start_order(env, rig, f"ord_lost_{gateway}", gateway=gateway)
     await rig.sandbox.faults(drop_notifications=1)
-    await rig.sandbox.pay("ord_lost")
+    await rig.sandbox.pay(f"ord_lost_{gateway}")
 
     assert (await handle.result()).status == OrderStatus.PAID
     with transaction(rig.engine) as session:
@@ -106,31 +128,37 @@ async def test_a_lost_notification_is_found_by_the_query(
         assert reservation is not None and reservation.valid_until is not None
 
 
-async def test_a_payment_racing_the_close_wins(env: WorkflowEnvironment, rig: Rig) -> None:
-    handle = await start_order(env, rig, "ord_race")
-    await rig.sandbox.scan("ord_race")
+async def test_a_payment_racing_the_close_wins(
+    env: WorkflowEnvironment, rig: Rig, gateway: Gateway
+) -> None:
+    handle = await start_order(env, rig, f"ord_race_{gateway}", gateway=gateway)
+    await rig.sandbox.scan(f"ord_race_{gateway}")
     await rig.sandbox.faults(pay_before_close=True, drop_notifications=1)
 
     assert (await handle.result()).status == OrderStatus.PAID
-    assert (await rig.sandbox.trade("ord_race"))["status"] == "TRADE_SUCCESS"
-    assert await rig.sandbox.net_captured(["ord_race"]) == Decimal("29.70")
+    assert (await rig.sandbox.trade(f"ord_race_{gateway}"))["status"] == PAID[gateway]
+    assert await rig.sandbox.net_captured([f"ord_race_{gateway}"]) == Decimal("29.70")
 
 
 async def test_a_notified_payment_pays_the_order_at_once(
-    env: WorkflowEnvironment, rig: Rig
+    env: WorkflowEnvironment, rig: Rig, gateway: Gateway
 ) -> None:
-    handle = await start_order(env, rig, "ord_paid")
-    trade = await rig.sandbox.pay("ord_paid")
+    handle = await start_order(env, rig, f"ord_paid_{gateway}", gateway=gateway)
+    trade = await rig.sandbox.pay(f"ord_paid_{gateway}")
     notice = PaymentNotice(
-        order_id="ord_paid", trade_no=trade["trade_no"], amount_cents=2970, paid_at=None
+        gateway=gateway,
+        order_id=f"ord_paid_{gateway}",
+        trade_no=trade["trade_no"],
+        amount_cents=2970,
+        paid_at=None,
     )
     for _ in range(3):  # the gateway notifies at least once
         await handle.signal(OrderWorkflow.payment_notified, notice)
 
     assert (await handle.result()).status == OrderStatus.PAID
     with transaction(rig.engine) as session:
-        assert len(orders.payments_of(session, "ord_paid")) == 1
-        assert orders.refunds_of(session, "ord_paid") == []
+        assert len(orders.payments_of(session, f"ord_paid_{gateway}")) == 1
+        assert orders.refunds_of(session, f"ord_paid_{gateway}") == []
 
 
 async def test_paying_a_superseded_order_refunds_it_once(
@@ -165,7 +193,7 @@ async def test_paying_a_superseded_order_refunds_it_once(
                 env.client.execute_workflow(
                     LatePaymentWorkflow.run,
                     notice,
-                    id=f"{late_payment_workflow_id(notice.trade_no)}-{n}",
+                    id=f"{late_payment_workflow_id(notice.gateway, notice.trade_no)}-{n}",
                     task_queue=rig.task_queue,
                 )
                 for n in range(2)
@@ -181,43 +209,37 @@ async def test_paying_a_superseded_order_refunds_it_once(
 
 
 async def test_an_operator_cancelling_the_saga_cancels_the_order(
-    env: WorkflowEnvironment, rig: Rig
+    env: WorkflowEnvironment, rig: Rig, gateway: Gateway
 ) -> None:
     with env.auto_time_skipping_disabled():
-        handle = await start_order(env, rig, "ord_operator")
-        await rig.sandbox.scan("ord_operator")
+        handle = await start_order(env, rig, f"ord_operator_{gateway}", gateway=gateway)
+        await rig.sandbox.scan(f"ord_operator_{gateway}")
         await handle.cancel()
         assert (await handle.result()).status == OrderStatus.CANCELLED
-    assert order_status(rig, "ord_operator") == OrderStatus.CANCELLED
-    assert (await rig.sandbox.trade("ord_operator"))["status"] == "TRADE_CLOSED"
+    assert order_status(rig, f"ord_operator_{gateway}") == OrderStatus.CANCELLED
+    assert (await rig.sandbox.trade(f"ord_operator_{gateway}"))["status"] == CLOSED[gateway]
 
 
 async def test_gateway_failures_are_retried_and_a_refund_still_happens_once(
-    env: WorkflowEnvironment, rig: Rig
+    env: WorkflowEnvironment, rig: Rig, gateway: Gateway
 ) -> None:
     with env.auto_time_skipping_disabled():
-        await rig.sandbox.faults(fail_methods={"alipay.trade.precreate": 2}, fail_mode="http_503")
-        old = await start_order(env, rig, "ord_flaky_old")
-        assert (await rig.sandbox.armed_faults())["fail_methods"]["alipay.trade.precreate"] == 0
-        await start_order(env, rig, "ord_flaky_new")
-        assert (await old.result()).status == OrderStatus.SUPERSEDED
+        await rig.sandbox.faults(fail_methods={CREATE[gateway]: 2}, fail_mode="http_503")
+        old = await start_order(env, rig, f"ord_flaky_old_{gateway}", gateway=gateway)
+        assert (await rig.sandbox.armed_faults())["fail_methods"][CREATE[gateway]] == 0
 
-        # The refund is made at the gateway but its answers say it failed, twice: the
-        # retries carry the same out_request_no, so the money goes back once.
+        # The buyer pays the old order just as a newer one closes it, and the refund is made
+        # at the gateway while its answers say it failed, twice: the retries carry the same
+        # refund number, so the money goes back once.
+        await rig.sandbox.scan(f"ord_flaky_old_{gateway}")
         await rig.sandbox.faults(
-            fail_methods={"alipay.trade.refund": 2}, fail_mode="applied_then_system_error"
+            pay_before_close=True,
+            drop_notifications=1,
+            fail_methods={REFUND[gateway]: 2},
+            fail_mode="applied_then_system_error",
         )
-        trade = await rig.sandbox.pay("ord_flaky_old")
-        notice = PaymentNotice(
-            order_id="ord_flaky_old", trade_no=trade["trade_no"], amount_cents=2970, paid_at=None
-        )
-        outcome = await env.client.execute_workflow(
-            LatePaymentWorkflow.run,
-            notice,
-            id=late_payment_workflow_id(notice.trade_no),
-            task_queue=rig.task_queue,
-        )
-    assert outcome.status == OrderStatus.REFUNDED
-    assert (await rig.sandbox.armed_faults())["fail_methods"]["alipay.trade.refund"] == 0
-    assert (await rig.sandbox.trade("ord_flaky_old"))["refunded_amount"] == "29.70"
-    assert len((await rig.sandbox.trade("ord_flaky_old"))["refunds"]) == 1
+        await start_order(env, rig, f"ord_flaky_new_{gateway}", gateway=gateway)
+        assert (await old.result()).status == OrderStatus.REFUNDED
+    assert (await rig.sandbox.armed_faults())["fail_methods"][REFUND[gateway]] == 0
+    trade = await rig.sandbox.trade(f"ord_flaky_old_{gateway}")
+    assert trade["refunded_amount"] == "29.70" and len(trade["refunds"]) == 1

@@ -14,7 +14,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from worker import WORKFLOWS
+from paysaga.worker import WORKFLOWS
 
 HISTORIES = Path(__file__).parent / "histories"
 

@@ -7,18 +7,25 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from paysaga.api_keys import accepted_api_keys, key_identity, matching_key
+from api.api_keys import accepted_api_keys, key_identity, matching_key
+from core.settings import SANDBOX_APP_ID, Settings
+from core.vocabulary import Gateway
 from paysaga.cli import main
-from paysaga.settings import SANDBOX_APP_ID, Settings
 
 
 def test_dev_mode_talks_to_the_sandbox_with_its_own_keys(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path, sandbox_url="http://127.0.0.1:9300")
-    assert settings.alipay.gateway_url == "http://127.0.0.1:9300/gateway.do"
-    assert settings.alipay.app_id == SANDBOX_APP_ID
-    assert settings.alipay.app_private_key_file == tmp_path / "keys" / "app_private.pem"
+    assert settings.gateways == (Gateway.ALIPAY, Gateway.WECHATPAY)
+    alipay, wechatpay = settings.alipay, settings.wechatpay
+    assert alipay is not None and wechatpay is not None
+    assert alipay.gateway_url == "http://127.0.0.1:9300/gateway.do"
+    assert alipay.app_id == SANDBOX_APP_ID
+    assert alipay.app_private_key_file == tmp_path / "keys" / "app_private.pem"
+    assert wechatpay.gateway_url == "http://127.0.0.1:9300"
+    assert wechatpay.apiv3_key_file == tmp_path / "keys" / "wechatpay_apiv3.key"
     assert settings.resolved_database_url == f"sqlite:///{tmp_path / 'paysaga.db'}"
-    assert settings.notify_url == "http://127.0.0.1:8000/v1/callbacks/alipay"
+    assert settings.notify_url(Gateway.ALIPAY) == "http://127.0.0.1:8000/v1/callbacks/alipay"
+    assert settings.notify_url(Gateway.WECHATPAY).endswith("/v1/callbacks/wechatpay")
 
 
 def test_dev_mode_makes_one_api_key_and_keeps_it_private(tmp_path: Path) -> None:
@@ -34,7 +41,14 @@ def test_dev_mode_makes_one_api_key_and_keeps_it_private(tmp_path: Path) -> None
     ("environment", "complaint"),
     [
         ({}, "PAYSAGA_ALIPAY_GATEWAY_URL"),
-        ({"PAYSAGA_API_KEYS": "changeme"}, "PAYSAGA_ALIPAY_APP_ID"),
+        ({"PAYSAGA_ALIPAY_GATEWAY_URL": "https://alipay.test"}, "PAYSAGA_ALIPAY_APP_ID"),
+        (
+            {
+                "PAYSAGA_WECHATPAY_GATEWAY_URL": "https://wechatpay.test",
+                "PAYSAGA_WECHATPAY_MCHID": "1",
+            },
+            "PAYSAGA_WECHATPAY_APIV3_KEY_FILE",
+        ),
     ],
 )
 def test_production_refuses_missing_settings(
@@ -69,3 +83,38 @@ def test_the_cli_says_why_it_will_not_start(
     monkeypatch.setenv("PAYSAGA_MODE", "production")
     assert main(["api"]) == 2
     assert "production mode needs" in capsys.readouterr().err
+
+
+def production_environment(tmp_path: Path) -> dict[str, object]:
+    """A complete production configuration of WeChat Pay alone."""
+    files = {name: tmp_path / name for name in ("merchant.pem", "apiv3.key", "wechatpay.pem")}
+    for path in files.values():
+        path.write_text("key")
+    return {
+        "mode": "production",
+        "database_url": "postgresql://db/paysaga",
+        "api_keys": "psk_live_0123456789abcdef0123456789",
+        "wechatpay_gateway_url": "https://api.mch.weixin.qq.com",
+        "wechatpay_mchid": "1900000109",
+        "wechatpay_appid": "wx0123456789abcdef",
+        "wechatpay_merchant_key_file": files["merchant.pem"],
+        "wechatpay_merchant_serial": "0123456789ABCDEF0123456789ABCDEF01234567",
+        "wechatpay_apiv3_key_file": files["apiv3.key"],
+        "wechatpay_public_keys": f"PUB_KEY_ID_01 = {files['wechatpay.pem']}",
+    }
+
+
+def test_production_offers_only_the_configured_gateways(tmp_path: Path) -> None:
+    wechatpay_only = {**production_environment(tmp_path), "default_gateway": "wechatpay"}
+    settings = Settings.model_validate(wechatpay_only)
+    assert settings.gateways == (Gateway.WECHATPAY,) and settings.alipay is None
+    assert settings.wechatpay is not None
+    assert settings.wechatpay.public_key_files == {"PUB_KEY_ID_01": tmp_path / "wechatpay.pem"}
+    # The default gateway must be one of them.
+    with pytest.raises(ValidationError, match="PAYSAGA_DEFAULT_GATEWAY is alipay"):
+        Settings.model_validate(production_environment(tmp_path))
+    with pytest.raises(ValidationError, match="'PUB_KEY_ID_1' is not an id=path pair"):
+        Settings.model_validate({**wechatpay_only, "wechatpay_public_keys": "PUB_KEY_ID_1"})
+    (tmp_path / "apiv3.key").unlink()
+    with pytest.raises(ValidationError, match="apiv3.key does not exist"):
+        Settings.model_validate(wechatpay_only)

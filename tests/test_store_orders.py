@@ -8,18 +8,11 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
+from core.contracts import ClaimRequest, OrderEnding, OrderRequest, PaymentNotice, Settlement
+from core.vocabulary import Gateway, OrderKind, OrderStatus
 from store import orders
 from store.db import transaction
 from store.models import Payment, PaymentStatus, Refund, RefundStatus
-from workflows.contracts import (
-    ClaimRequest,
-    OrderEnding,
-    OrderKind,
-    OrderRequest,
-    OrderStatus,
-    PaymentNotice,
-    Settlement,
-)
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
@@ -31,6 +24,7 @@ def claim(
     reservation: str = "room-1",
     days: int = 3,
     now: datetime = NOW,
+    gateway: Gateway = Gateway.ALIPAY,
 ) -> list[str]:
     request = OrderRequest(
         order_id=order_id,
@@ -38,6 +32,7 @@ def claim(
         days=days,
         amount_cents=990 * days,
         currency="CNY",
+        gateway=gateway,
         request_fingerprint="f",
         payment_timeout_seconds=900,
         payment_create_timeout_seconds=20,
@@ -52,9 +47,17 @@ def claim(
 
 
 def pay(
-    engine: Engine, order_id: str, trade_no: str, *, cents: int = 2970, now: datetime = NOW
+    engine: Engine,
+    order_id: str,
+    trade_no: str,
+    *,
+    cents: int = 2970,
+    now: datetime = NOW,
+    gateway: Gateway = Gateway.ALIPAY,
 ) -> Settlement:
-    notice = PaymentNotice(order_id=order_id, trade_no=trade_no, amount_cents=cents, paid_at=now)
+    notice = PaymentNotice(
+        gateway=gateway, order_id=order_id, trade_no=trade_no, amount_cents=cents, paid_at=now
+    )
     with transaction(engine) as session:
         return orders.settle_payment(session, notice=notice, now=now)
 
@@ -123,7 +126,7 @@ def test_a_payment_for_a_superseded_order_is_refunded_once(engine: Engine) -> No
     assert first.refund.refund_no == "rf_t1" and first.refund.amount_cents == 2970
     assert pay(engine, "o1", "t1").refund == first.refund  # decided once, asked twice
     with transaction(engine) as session:
-        status = orders.complete_refund(session, refund_no="rf_t1", now=NOW)
+        status = orders.complete_refund(session, refund=first.refund, now=NOW)
     assert status == OrderStatus.REFUNDED
     assert pay(engine, "o1", "t1").outcome == "settled_before"
     assert pay(engine, "o2", "t2").outcome == "paid"
@@ -137,8 +140,27 @@ def test_a_second_trade_on_a_paid_order_is_refunded_and_the_order_stays_paid(
     assert pay(engine, "o1", "t1").outcome == "paid"
     second = pay(engine, "o1", "t2")
     assert second.outcome == "refund" and second.order_status == OrderStatus.PAID
+    assert second.refund is not None
     with transaction(engine) as session:
-        assert orders.complete_refund(session, refund_no="rf_t2", now=NOW) == OrderStatus.PAID
+        assert orders.complete_refund(session, refund=second.refund, now=NOW) == OrderStatus.PAID
+    assert ledger(engine, "room-1") == (5940, 2970, 2970)
+
+
+def test_one_trade_number_at_two_gateways_is_two_payments_each_refunded_at_its_own(
+    engine: Engine,
+) -> None:
+    claim(engine, "o1", gateway=Gateway.ALIPAY)
+    claim(engine, "o2", gateway=Gateway.WECHATPAY)
+    refunded = pay(engine, "o1", "t1", gateway=Gateway.ALIPAY)
+    assert refunded.refund is not None and refunded.refund.gateway == Gateway.ALIPAY
+    assert pay(engine, "o2", "t1", gateway=Gateway.WECHATPAY).outcome == "paid"
+    with transaction(engine) as session:
+        status = orders.complete_refund(session, refund=refunded.refund, now=NOW)
+        assert status == OrderStatus.REFUNDED
+        payments = session.exec(select(Payment).where(Payment.trade_no == "t1")).all()
+        assert sorted(p.gateway for p in payments) == [Gateway.ALIPAY, Gateway.WECHATPAY]
+        order = orders.get_order(session, "o2")
+        assert order is not None and order.gateway == Gateway.WECHATPAY
     assert ledger(engine, "room-1") == (5940, 2970, 2970)
 
 
@@ -173,9 +195,10 @@ def test_ending_an_order_leaves_a_paid_one_paid(engine: Engine) -> None:
 def test_a_refused_refund_flags_the_order(engine: Engine) -> None:
     claim(engine, "o1")
     claim(engine, "o2")
-    pay(engine, "o1", "t1")
+    refund = pay(engine, "o1", "t1").refund
+    assert refund is not None
     with transaction(engine) as session:
-        orders.fail_refund(session, refund_no="rf_t1", reason="TRADE_HAS_FINISHED", now=NOW)
+        orders.fail_refund(session, refund=refund, reason="TRADE_HAS_FINISHED", now=NOW)
         order = orders.get_order(session, "o1")
         payment = session.exec(select(Payment).where(Payment.trade_no == "t1")).one()
         assert order is not None and "TRADE_HAS_FINISHED" in (order.flag_reason or "")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from workflows.contracts import OrderOutcome, PaymentNotice
+    from core.contracts import OrderOutcome, PaymentNotice
     from workflows.steps import settle
 
 

@@ -23,19 +23,19 @@ from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 with workflow.unsafe.imports_passed_through():
     from activities.orders import OrderActivities
     from activities.payments import PaymentActivities
-    from workflows import search_attributes
-    from workflows.contracts import (
+    from core.contracts import (
         ClaimRequest,
         OrderEnding,
         OrderOutcome,
         OrderRequest,
-        OrderStatus,
         PaymentInstructions,
         PaymentNotice,
         PaymentRequest,
         TradeCheck,
-        order_workflow_id,
+        TradeRef,
     )
+    from core.vocabulary import OrderStatus, order_workflow_id
+    from workflows import search_attributes
     from workflows.steps import DATABASE_STEP, GATEWAY_STEP, settle
 
 
@@ -146,6 +146,7 @@ class OrderWorkflow:
             qr_code: str = await workflow.execute_activity_method(
                 PaymentActivities.create_payment,
                 PaymentRequest(
+                    gateway=request.gateway,
                     order_id=request.order_id,
                     amount_cents=request.amount_cents,
                     subject=f"Reservation {request.reservation_id}: {kind}, {request.days} days",
@@ -190,7 +191,7 @@ class OrderWorkflow:
     async def _expire(self) -> None:
         # A notification may have been lost: ask the gateway before calling the order unpaid.
         check: TradeCheck = await workflow.execute_activity_method(
-            PaymentActivities.check_trade, self._request.order_id, **GATEWAY_STEP
+            PaymentActivities.check_trade, self._trade, **GATEWAY_STEP
         )
         if self._is_new(check):
             await self._settle_payments()
@@ -199,13 +200,17 @@ class OrderWorkflow:
 
     async def _end_unpaid(self, status: OrderStatus, reason: str) -> None:
         check: TradeCheck = await workflow.execute_activity_method(
-            PaymentActivities.close_trade, self._request.order_id, **GATEWAY_STEP
+            PaymentActivities.close_trade, self._trade, **GATEWAY_STEP
         )
         if self._is_new(check):
             # Paid before the close: the payment wins, and is judged like any other.
             await self._settle_payments()
             return
         await self._end(status, reason)
+
+    @property
+    def _trade(self) -> TradeRef:
+        return TradeRef(gateway=self._request.gateway, order_id=self._request.order_id)
 
     def _is_new(self, check: TradeCheck) -> bool:
         """Queue a payment the gateway reports, unless it was settled already.

@@ -14,12 +14,8 @@ from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.orders import OrderActivities
-    from workflows.contracts import (
-        PaymentNotice,
-        Reconciliation,
-        late_payment_workflow_id,
-        order_workflow_id,
-    )
+    from core.contracts import PaymentNotice, Reconciliation
+    from core.vocabulary import late_payment_workflow_id, order_workflow_id
     from workflows.steps import DATABASE_STEP
 
 from workflows.late_payment import LatePaymentWorkflow
@@ -50,7 +46,7 @@ async def _hand_over(notice: PaymentNotice) -> None:
         await workflow.start_child_workflow(
             LatePaymentWorkflow.run,
             notice,
-            id=late_payment_workflow_id(notice.trade_no),
+            id=late_payment_workflow_id(notice.gateway, notice.trade_no),
             # It must finish its refund even if this run ends first.
             parent_close_policy=ParentClosePolicy.ABANDON,
         )

@@ -13,13 +13,8 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from activities.orders import OrderActivities
     from activities.payments import PaymentActivities
-    from workflows.contracts import (
-        OrderStatus,
-        PaymentNotice,
-        RefundFailure,
-        RefundOrder,
-        Settlement,
-    )
+    from core.contracts import PaymentNotice, RefundFailure, RefundOrder, Settlement
+    from core.vocabulary import OrderStatus
 
 # The database may be down for a while: keep trying, never give up on a decided step.
 DATABASE_STEP: dict[str, Any] = {

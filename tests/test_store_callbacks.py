@@ -1,0 +1,58 @@
+"""The callback door's records, on SQLite and on PostgreSQL: replayed nonces, and strings from
+strangers that must fit their columns."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.engine import Engine
+from sqlmodel import select
+
+from store import callbacks
+from store.db import transaction
+from store.models import CallbackAttempt, SeenNonce
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+WINDOW = timedelta(minutes=5)
+
+
+def sighted(engine: Engine, nonce: str, *, gateway: str = "wechatpay", at: datetime = NOW) -> bool:
+    with transaction(engine) as session:
+        return callbacks.first_sighting(
+            session, gateway=gateway, nonce=nonce, now=at, window=WINDOW
+        )
+
+
+def test_a_nonce_is_taken_once_per_gateway(engine: Engine) -> None:
+    assert sighted(engine, "n1")
+    assert not sighted(engine, "n1", at=NOW + timedelta(minutes=4))
+    assert sighted(engine, "n1", gateway="alipay")
+    assert sighted(engine, "n2")
+
+
+def test_nonces_older_than_the_window_are_forgotten(engine: Engine) -> None:
+    assert sighted(engine, "old")
+    assert sighted(engine, "new", at=NOW + WINDOW + timedelta(seconds=1))
+    with transaction(engine) as session:
+        kept = session.exec(select(SeenNonce.nonce)).all()
+    assert list(kept) == ["new"]
+
+
+def test_hostile_strings_are_stored_cut_and_without_nul(engine: Engine) -> None:
+    body = b"\x00" * 10 + "é".encode() * 40000 + b"\xff\xfe"
+    with transaction(engine) as session:
+        callbacks.record_attempt(
+            session,
+            gateway="wechatpay",
+            body=body,
+            outcome="rejected",
+            now=NOW,
+            reason="r\x00" * 1000,
+            event_id="e" * 1000,
+            out_trade_no="\x00" * 100,
+        )
+    with transaction(engine) as session:
+        attempt = session.exec(select(CallbackAttempt)).one()
+    assert len(attempt.body) == callbacks.BODY_CHARS and "\x00" not in attempt.body
+    assert attempt.reason is not None and len(attempt.reason) == callbacks.REASON_CHARS
+    assert attempt.notify_id == "e" * 128 and attempt.out_trade_no == "\ufffd" * 64
