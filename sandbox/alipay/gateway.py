@@ -43,7 +43,9 @@ REQUIRED = (
 )
 
 
-@router.post("/gateway.do")
+# Alipay's gateway takes a call as a form POST or as a GET with every parameter in the query
+# string (the way python-alipay-sdk sends them all).
+@router.api_route("/gateway.do", methods=["GET", "POST"])
 async def gateway(request: Request, sandbox: SandboxDep) -> Response:
     params = await _parameters(request)
     method = params.get("method", "")
