@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
+from temporalio.api.common.v1 import Payload
 from temporalio.client import Client, WorkflowHistory
 
 
@@ -29,7 +32,9 @@ def distinct_paths(histories: list[WorkflowHistory]) -> list[WorkflowHistory]:
     """One history for each sequence of steps and messages a saga went through."""
     paths: dict[tuple[str, ...], WorkflowHistory] = {}
     for history in histories:
-        path = [history.events[0].workflow_execution_started_event_attributes.workflow_type.name]
+        started = history.events[0].workflow_execution_started_event_attributes
+        # The same steps on another gateway carry other payloads: one history of each.
+        path = [started.workflow_type.name, _gateway(started.input.payloads)]
         for event in history.events:
             if event.HasField("activity_task_scheduled_event_attributes"):
                 path.append(event.activity_task_scheduled_event_attributes.activity_type.name)
@@ -40,3 +45,13 @@ def distinct_paths(histories: list[WorkflowHistory]) -> list[WorkflowHistory]:
                 path.append(accepted.accepted_request.input.name)
         paths.setdefault(tuple(path), history)
     return list(paths.values())
+
+
+def _gateway(payloads: Sequence[Payload]) -> str:
+    if not payloads:
+        return ""
+    try:
+        data = json.loads(payloads[0].data)
+    except ValueError:
+        return ""
+    return str(data.get("gateway", "")) if isinstance(data, dict) else ""
