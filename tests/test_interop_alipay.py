@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
-from urllib.error import HTTPError
 from urllib.parse import parse_qsl
 from urllib.request import urlopen
 
