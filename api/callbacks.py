@@ -12,6 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, Request, Response
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError
@@ -66,27 +67,41 @@ async def notification(gateway: str, request: Request, state: State) -> Response
     """Answers in the gateway's own words once the notification is durably recorded."""
     door, verifier = _door(state, gateway)
     body = await request.body()
-    now = datetime.now(UTC)
     try:
-        if len(body) > MAX_BODY_BYTES:
-            raise NotificationRejected("body too large")
-        event = verifier.verify(CallbackRequest(headers=dict(request.headers), body=body), now=now)
-    except NotificationRejected as rejection:
-        _record_refusal(state, door, body, rejection.reason, now)
-        return _reply(verifier.refusal(400, f"notification rejected: {rejection.reason}"))
-    try:
-        with transaction(state.engine) as session:
-            handover = _record_notification(session, body, event, now)
+        handover = _take(state, door, verifier, CallbackRequest(dict(request.headers), body))
+        if handover is not None:
+            await _hand_over(state, handover)
     except Refused as refusal:
-        _record_refusal(state, event, body, refusal.reason, now)
         message = f"notification rejected: {refusal.reason}"
         return _reply(verifier.refusal(refusal.status_code, message))
-    if handover is not None:
-        try:
-            await _hand_over(state, handover)
-        except ApiProblem as problem:
-            return _reply(verifier.refusal(problem.status_code, problem.detail))
+    except ApiProblem as problem:
+        return _reply(verifier.refusal(problem.status_code, problem.detail))
+    except OperationalError:
+        # Nothing was committed: the gateway must send it again.
+        message = "the database is unavailable; nothing was recorded, send again"
+        return _reply(verifier.refusal(503, message))
     return _reply(verifier.acknowledgement())
+
+
+def _take(
+    state: AppState, door: Gateway, verifier: NotificationVerifier, request: CallbackRequest
+) -> PaymentNotice | None:
+    """Verify and record a callback; the payment to hand on, if any. Raises Refused, after
+    recording why."""
+    now = datetime.now(UTC)
+    try:
+        if len(request.body) > MAX_BODY_BYTES:
+            raise NotificationRejected("body too large")
+        event = verifier.verify(request, now=now)
+    except NotificationRejected as rejection:
+        _record_refusal(state, door, request.body, rejection.reason, now)
+        raise Refused(400, rejection.reason) from rejection
+    try:
+        with transaction(state.engine) as session:
+            return _record_notification(session, request.body, event, now)
+    except Refused as refusal:
+        _record_refusal(state, event, request.body, refusal.reason, now)
+        raise
 
 
 def _door(state: AppState, gateway: str) -> tuple[Gateway, NotificationVerifier]:

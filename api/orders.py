@@ -17,7 +17,7 @@ from temporalio.common import (
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
-from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from api.deps import ClientIdentity, State
@@ -27,6 +27,7 @@ from api.temporal import is_not_found, reaching_temporal
 from api.views import order_public, reservation_public
 from core.contracts import OrderRequest
 from core.money import format_amount, to_cents
+from core.temporal import failure_reason
 from core.vocabulary import Gateway, OrderStatus, order_workflow_id
 from store import orders
 from store.db import transaction
@@ -127,7 +128,7 @@ async def create_order(
     except WorkflowAlreadyStartedError:
         pass  # the order ended already; its row says how
     except WorkflowUpdateFailedError as failure:
-        raise ApiProblem(503, _failure_reason(failure)) from failure
+        raise ApiProblem(503, failure_reason(failure)) from failure
     with transaction(state.engine) as session:
         order = orders.get_order(session, order_id)
         if order is None:
@@ -158,7 +159,7 @@ async def cancel_order(order_id: str, state: State, _: ClientIdentity) -> OrderP
         with reaching_temporal("the order was not cancelled"):
             await handle.execute_update(OrderWorkflow.cancel)
     except WorkflowUpdateFailedError as failure:
-        raise ApiProblem(409, _failure_reason(failure)) from failure
+        raise ApiProblem(409, failure_reason(failure)) from failure
     except RPCError as failure:
         if not is_not_found(failure):
             raise
@@ -207,8 +208,3 @@ def _order_id(client: str, idempotency_key: str | None) -> str:
         return "ord_" + uuid.uuid4().hex[:24]
     digest = hashlib.sha256(f"{client}:{idempotency_key}".encode()).hexdigest()
     return "ord_" + digest[:24]
-
-
-def _failure_reason(failure: WorkflowUpdateFailedError) -> str:
-    cause = failure.cause
-    return cause.message if isinstance(cause, ApplicationError) else str(failure)

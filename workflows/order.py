@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
         TradeCheck,
         TradeRef,
     )
+    from core.temporal import failure_reason
     from core.vocabulary import OrderStatus, order_workflow_id
     from workflows import search_attributes
     from workflows.steps import DATABASE_STEP, GATEWAY_STEP, settle
@@ -159,7 +160,7 @@ class OrderWorkflow:
                 retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=2)),
             )
         except ActivityError as failure:
-            reason = f"the payment gateway could not create the payment: {_reason(failure)}"
+            reason = f"the payment gateway could not create the payment: {failure_reason(failure)}"
             await self._end(OrderStatus.CANCELLED, reason)
             # Only now may the API answer 503: the order must already read as cancelled.
             self._creation_failure = reason
@@ -242,8 +243,3 @@ class OrderWorkflow:
         if status != self._status:
             self._status = status
             workflow.upsert_search_attributes([search_attributes.ORDER_STATUS.value_set(status)])
-
-
-def _reason(failure: ActivityError) -> str:
-    cause = failure.cause
-    return cause.message if isinstance(cause, FailureError) else str(failure)
