@@ -33,7 +33,7 @@ from gateways.gateway import (
     NotificationVerifier,
     NotifiedEvent,
 )
-from store import callbacks, orders
+from store import callbacks, nonces, orders
 from store.db import transaction
 from store.models import PaymentStatus
 from workflows.late_payment import LatePaymentWorkflow
@@ -116,8 +116,8 @@ def _record_notification(
     session: Session, body: bytes, event: NotifiedEvent, now: datetime
 ) -> PaymentNotice | None:
     """Record a verified notification; the payment to hand on, if any. Raises Refused."""
-    if event.nonce is not None and not callbacks.first_sighting(
-        session, gateway=event.gateway, nonce=event.nonce, now=now, window=FRESHNESS_WINDOW
+    if event.nonce is not None and not nonces.first_sighting(
+        session, scope=event.gateway, nonce=event.nonce, now=now, window=FRESHNESS_WINDOW
     ):
         raise Refused(400, f"nonce {event.nonce!r} was seen before: a replay")
     order = orders.get_order(session, event.out_trade_no)

@@ -91,6 +91,29 @@ class Settings(BaseSettings):
     # Comma-separated `id=path` pairs.
     wechatpay_public_keys: str | None = None
     default_gateway: Gateway = Gateway.ALIPAY
+    # The callback door. Comma-separated CIDRs each gateway's callbacks may come from (unset:
+    # anywhere), and the proxies trusted to say, in X-Forwarded-For, whom a request came from.
+    alipay_callback_sources: str | None = None
+    wechatpay_callback_sources: str | None = None
+    trusted_proxies: str | None = None
+    # The client door. Requests each API key may make per window; over it, 429.
+    rate_limit_requests: int = 600
+    rate_limit_window_seconds: int = 60
+    # Key ids (`key_identity`, not the keys) whose requests must be signed (HMAC), comma-separated.
+    signed_key_ids: str | None = None
+    # A gateway whose calls fail more than this share of the time over the window, with at least
+    # this many calls, takes no new orders until a probe call gets through.
+    breaker_failure_ratio: Decimal = Decimal("0.5")
+    breaker_window_seconds: int = 5
+    breaker_min_calls: int = 10
+    breaker_probe_seconds: int = 5
+    # A secured Temporal cluster or Temporal Cloud: TLS (a CA to trust, a client certificate and
+    # key for mutual TLS) and an API key.
+    temporal_tls: bool = False
+    temporal_tls_ca_file: Path | None = None
+    temporal_tls_cert_file: Path | None = None
+    temporal_tls_key_file: Path | None = None
+    temporal_api_key: SecretStr | None = None
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -1,5 +1,4 @@
-"""Data access for the callback door: the audit trail of every callback, and the nonces that
-unmask replays.
+"""Data access for the callback door: the audit trail of every callback.
 
 Strings here may come from unauthenticated requests, so each is cut to its column and rid of
 NUL characters (which PostgreSQL's text cannot hold) before it is stored.
@@ -7,35 +6,14 @@ NUL characters (which PostgreSQL's text cannot hold) before it is stored.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from sqlmodel import Session, col, delete
+from sqlmodel import Session
 
-from store.models import CallbackAttempt, SeenNonce
-from store.rows import insert_ignoring_conflict
+from store.models import CallbackAttempt
 
 BODY_CHARS = 16384
 REASON_CHARS = 500
-NONCE_CHARS = 64
-
-
-def first_sighting(
-    session: Session, *, gateway: str, nonce: str, now: datetime, window: timedelta
-) -> bool:
-    """Remember `nonce`; False if it was seen within `window` already (a replay)."""
-    # Nonces older than the window can no longer pass the timestamp check: forget them, so
-    # the table holds only a window's worth of callbacks.
-    session.exec(
-        delete(SeenNonce).where(
-            col(SeenNonce.gateway) == gateway, col(SeenNonce.seen_at) < now - window
-        )
-    )
-    return insert_ignoring_conflict(
-        session,
-        SeenNonce,
-        {"gateway": gateway, "nonce": _fit(nonce, NONCE_CHARS), "seen_at": now},
-        conflict_on=["gateway", "nonce"],
-    )
 
 
 def record_attempt(

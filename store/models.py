@@ -134,11 +134,41 @@ class CallbackAttempt(SQLModel, table=True):
 
 
 class SeenNonce(SQLModel, table=True):
-    """Signature nonces of callbacks, kept while their timestamps are fresh: a second request
-    with the same nonce is a replay. In the database, so that every API process sees it."""
+    """Signature nonces, kept while their timestamps are fresh: a second request with the same
+    nonce in the same scope (a gateway's callbacks, one client's requests) is a replay. In the
+    database, so that every API process sees it."""
 
     __tablename__ = "seen_nonces"
 
-    gateway: str = Field(primary_key=True, max_length=16)
+    scope: str = Field(primary_key=True, max_length=64)
     nonce: str = Field(primary_key=True, max_length=64)
     seen_at: datetime = utc_field(index=True)
+
+
+class CallbackRefusal(SQLModel, table=True):
+    """Refused callbacks, one row per gateway and distinct reason, however often it repeats: a
+    flood of forged or replayed callbacks costs a counter, not a row each."""
+
+    __tablename__ = "callback_refusals"
+
+    gateway: str = Field(primary_key=True, max_length=16)
+    # SHA-256 of the reason: reasons may be long, and only their identity matters here.
+    reason_hash: str = Field(primary_key=True, max_length=64)
+    reason: str = Field(max_length=500)
+    count: int
+    # The first body refused for this reason, as it came, for whoever looks into it.
+    sample_body: str = Field(max_length=16384)
+    first_seen: datetime = utc_field()
+    last_seen: datetime = utc_field()
+
+
+class GatewayBreaker(SQLModel, table=True):
+    """Whether new orders may go to a gateway: workers open it when the gateway's calls fail
+    too often, and close it when a probe gets through; every API process reads it."""
+
+    __tablename__ = "gateway_breakers"
+
+    gateway: str = Field(primary_key=True, max_length=16)
+    open: bool
+    reason: str | None = Field(default=None, max_length=500)
+    changed_at: datetime = utc_field()

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
-from store import callbacks
+from store import callbacks, nonces
 from store.db import transaction
 from store.models import CallbackAttempt, SeenNonce
 
@@ -18,9 +18,7 @@ WINDOW = timedelta(minutes=5)
 
 def sighted(engine: Engine, nonce: str, *, gateway: str = "wechatpay", at: datetime = NOW) -> bool:
     with transaction(engine) as session:
-        return callbacks.first_sighting(
-            session, gateway=gateway, nonce=nonce, now=at, window=WINDOW
-        )
+        return nonces.first_sighting(session, scope=gateway, nonce=nonce, now=at, window=WINDOW)
 
 
 def test_a_nonce_is_taken_once_per_gateway(engine: Engine) -> None:

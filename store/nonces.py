@@ -1,0 +1,33 @@
+"""Data access for signature nonces: a nonce seen twice within its freshness window is a
+replay, whichever API process sees it."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlmodel import Session, col, delete
+
+from store.models import SeenNonce
+from store.rows import insert_ignoring_conflict
+
+NONCE_CHARS = 64
+
+
+def first_sighting(
+    session: Session, *, scope: str, nonce: str, now: datetime, window: timedelta
+) -> bool:
+    """Remember `nonce` in `scope`; False if it was seen within `window` already (a replay)."""
+    # Nonces older than the window can no longer pass the timestamp check: forget them, so
+    # the table holds only a window's worth of requests.
+    session.exec(
+        delete(SeenNonce).where(
+            col(SeenNonce.scope) == scope, col(SeenNonce.seen_at) < now - window
+        )
+    )
+    return insert_ignoring_conflict(
+        session,
+        SeenNonce,
+        # A longer nonce is cut: its head still tells replays apart, and it fits its column.
+        {"scope": scope, "nonce": nonce.replace("\x00", "\ufffd")[:NONCE_CHARS], "seen_at": now},
+        conflict_on=["scope", "nonce"],
+    )
