@@ -1,4 +1,5 @@
-"""Data access for the callback door: the audit trail of every callback.
+"""Data access for the callback door: the audit trail of every verified callback, and a
+bounded tally of refused ones.
 
 Strings here may come from unauthenticated requests, so each is cut to its column and rid of
 NUL characters (which PostgreSQL's text cannot hold) before it is stored.
@@ -6,11 +7,14 @@ NUL characters (which PostgreSQL's text cannot hold) before it is stored.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
 
-from store.models import CallbackAttempt
+from store.models import CallbackAttempt, CallbackRefusal
 
 BODY_CHARS = 16384
 REASON_CHARS = 500
@@ -41,6 +45,34 @@ def record_attempt(
             reason=_fit_optional(reason, REASON_CHARS),
             body=_text(body),
             received_at=now,
+        )
+    )
+
+
+def record_refusal(
+    session: Session, *, gateway: str, reason: str, body: bytes, now: datetime
+) -> None:
+    """Count a refused callback under its reason: the first body is kept, repeats only count.
+
+    Anyone can knock on the door, so a refusal must not cost a row each: a flood of the same
+    forgery is one row whose count grows.
+    """
+    reason = _fit(reason, REASON_CHARS)
+    values = {
+        "gateway": gateway,
+        "reason_hash": hashlib.sha256(reason.encode()).hexdigest(),
+        "reason": reason,
+        "count": 1,
+        "sample_body": _text(body),
+        "first_seen": now,
+        "last_seen": now,
+    }
+    insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    statement = insert(CallbackRefusal).values(**values)
+    session.exec(
+        statement.on_conflict_do_update(
+            index_elements=["gateway", "reason_hash"],
+            set_={"count": CallbackRefusal.count + 1, "last_seen": statement.excluded.last_seen},
         )
     )
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.engine import Engine
-from sqlmodel import select
+from sqlmodel import col, select
 
 from store import callbacks, nonces
 from store.db import transaction
-from store.models import CallbackAttempt, SeenNonce
+from store.models import CallbackAttempt, CallbackRefusal, SeenNonce
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 WINDOW = timedelta(minutes=5)
@@ -54,3 +54,25 @@ def test_hostile_strings_are_stored_cut_and_without_nul(engine: Engine) -> None:
     assert len(attempt.body) == callbacks.BODY_CHARS and "\x00" not in attempt.body
     assert attempt.reason is not None and len(attempt.reason) == callbacks.REASON_CHARS
     assert attempt.notify_id == "e" * 128 and attempt.out_trade_no == "\ufffd" * 64
+
+
+def test_a_flood_of_one_refusal_is_one_row_that_counts(engine: Engine) -> None:
+    for n in range(50):
+        with transaction(engine) as session:
+            callbacks.record_refusal(
+                session,
+                gateway="alipay",
+                reason="signature does not verify",
+                body=f"forgery {n}".encode(),
+                now=NOW + timedelta(seconds=n),
+            )
+    with transaction(engine) as session:
+        callbacks.record_refusal(
+            session, gateway="alipay", reason="x\x00" * 600, body=b"\x00", now=NOW
+        )
+    with transaction(engine) as session:
+        rows = session.exec(select(CallbackRefusal).order_by(col(CallbackRefusal.count))).all()
+    assert [row.count for row in rows] == [1, 50]
+    flood = rows[1]
+    assert flood.sample_body == "forgery 0" and flood.last_seen == NOW + timedelta(seconds=49)
+    assert len(rows[0].reason) == callbacks.REASON_CHARS and "\x00" not in rows[0].reason
