@@ -111,6 +111,8 @@ class OrderEnding(Contract):
     order_id: str
     status: Literal[OrderStatus.EXPIRED, OrderStatus.CANCELLED, OrderStatus.SUPERSEDED]
     reason: str
+    # Why an operator should look at it, when the ending was not clean.
+    flag: str | None = None
 
 
 class Reconciliation(Contract):

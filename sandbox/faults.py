@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
 
-FailMode = Literal["system_error", "http_503", "applied_then_system_error"]
+FailMode = Literal["system_error", "http_503", "applied_then_system_error", "refused"]
 
 
 class Faults(BaseModel):
@@ -21,14 +21,16 @@ class Faults(BaseModel):
     # How many copies of each notification go out at once (1: no duplicates).
     duplicate_notifications: int = Field(default=1, ge=1)
     notification_delay_seconds: float = Field(default=0.0, ge=0)
-    # Method -> how many of its next calls fail transiently. Alipay's by their OpenAPI names
-    # (`alipay.trade.query`); WeChat Pay's as `wechatpay.native`, `wechatpay.query`,
+    # Method -> how many of its next calls fail, as `fail_mode` says. Alipay's by their OpenAPI
+    # names (`alipay.trade.query`); WeChat Pay's as `wechatpay.native`, `wechatpay.query`,
     # `wechatpay.close`, `wechatpay.refund` and `wechatpay.refund_query`.
     fail_methods: dict[str, NonNegativeInt] = Field(default_factory=dict)
     # `system_error`: the gateway's system error without acting (Alipay's code 20000
     # ACQ.SYSTEM_ERROR, WeChat Pay's 500 SYSTEM_ERROR); `http_503`: no gateway answer at all;
     # `applied_then_system_error`: the call takes effect but its answer says it failed, which
-    # is why both gateways tell merchants to retry with the same parameters.
+    # is why both gateways tell merchants to retry with the same parameters; `refused`: a
+    # business refusal that asking again will not change (Alipay's 40004
+    # ACQ.ACCESS_FORBIDDEN, WeChat Pay's 403 NO_AUTH: the merchant may not use the API).
     fail_mode: FailMode = "system_error"
     # A close of a still-unpaid trade finds the buyer has just paid: the payment wins the race.
     pay_before_close: bool = False

@@ -2,7 +2,9 @@
 
 The rules that keep money straight live here, each in one transaction under the reservation's
 lock: a claim makes its order the reservation's only payable one; a settlement decides, at the
-moment a payment is handled, whether it pays its order or must be refunded.
+moment a payment is handled, whether it pays its order or must be refunded. Every write of an
+order's or a payment's status takes that lock first, so that concurrent claims, settlements and
+refunds never overwrite each other's decisions.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from datetime import datetime, timedelta
 from sqlmodel import Session, col, select
 
 from core.contracts import Claim, ClaimRequest, OrderEnding, PaymentNotice, RefundOrder, Settlement
+from core.money import format_amount
 from core.vocabulary import OrderKind, OrderStatus, refund_no_for
 from store.models import (
     Order,
@@ -23,6 +26,9 @@ from store.models import (
     Reservation,
 )
 from store.rows import insert_ignoring_conflict
+
+# The flag column's size: reasons beyond it are cut, not refused.
+FLAG_CHARS = 500
 
 
 def is_active(reservation: Reservation, now: datetime) -> bool:
@@ -78,7 +84,7 @@ def claim_reservation(session: Session, *, request: ClaimRequest, now: datetime)
 
 
 def record_qr_code(session: Session, *, order_id: str, qr_code: str, now: datetime) -> None:
-    order = _order(session, order_id)
+    order, _ = _locked_order(session, order_id)
     order.qr_code = qr_code
     order.updated_at = now
 
@@ -112,13 +118,22 @@ def settle_payment(session: Session, *, notice: PaymentNotice, now: datetime) ->
     for one trade returns the first decision.
     """
     record_payment(session, notice=notice, now=now)
-    order = _order(session, notice.order_id)
-    reservation = _locked_reservation(session, order.reservation_id)
+    order, reservation = _locked_order(session, notice.order_id)
     # Re-read under the lock: another process may have decided while we waited for it.
     payment = _payment(session, notice)
-    order = _order(session, notice.order_id)
     if payment.status != PaymentStatus.RECEIVED:
         return _earlier_settlement(session, payment, order)
+
+    if payment.amount_cents != order.amount_cents:
+        # Whatever told of it — notification, query, reconciliation — a payment of another
+        # amount never pays the order; the money was captured, so it goes back. The order
+        # itself may still be paid rightly: it stays as it is, flagged for an operator.
+        mismatch = (
+            f"paid {format_amount(payment.amount_cents)} for an order of "
+            f"{format_amount(order.amount_cents)}"
+        )
+        _flag(order, mismatch, now)
+        return _refund_payment(session, payment, order, mismatch, now)
 
     refusal = _refusal(order, reservation, now)
     if refusal is None:
@@ -133,6 +148,12 @@ def settle_payment(session: Session, *, notice: PaymentNotice, now: datetime) ->
         if reservation.payable_order_id == order.id:
             reservation.payable_order_id = None
             reservation.updated_at = now
+    return _refund_payment(session, payment, order, refusal, now)
+
+
+def _refund_payment(
+    session: Session, payment: Payment, order: Order, refusal: str, now: datetime
+) -> Settlement:
     payment.status = PaymentStatus.REFUNDING
     payment.updated_at = now
     refund = Refund(
@@ -194,9 +215,13 @@ def _earlier_settlement(session: Session, payment: Payment, order: Order) -> Set
 
 
 def complete_refund(session: Session, *, refund: RefundOrder, now: datetime) -> OrderStatus:
-    """The refund reached the buyer: an order it did not pay ends `refunded`."""
+    """The refund reached the buyer: an order that may no longer be paid ends `refunded`.
+
+    A paid order stays paid, and so does a pending one that is still payable (its payment was
+    of the wrong amount: a right one may yet come).
+    """
+    order, reservation = _locked_order(session, refund.order_id)
     row = _refund(session, refund)
-    order = _order(session, row.order_id)
     if row.status == RefundStatus.SUCCEEDED:
         return OrderStatus(order.status)
     row.status = RefundStatus.SUCCEEDED
@@ -204,7 +229,8 @@ def complete_refund(session: Session, *, refund: RefundOrder, now: datetime) -> 
     payment = session.get_one(Payment, row.payment_id)
     payment.status = PaymentStatus.REFUNDED
     payment.updated_at = now
-    if order.status != OrderStatus.PAID:
+    still_payable = order.status == OrderStatus.PENDING and reservation.payable_order_id == order.id
+    if order.status != OrderStatus.PAID and not still_payable:
         order.status = OrderStatus.REFUNDED
         order.updated_at = now
     return OrderStatus(order.status)
@@ -218,6 +244,7 @@ def fail_refund(
     A still-pending order whose payment could not be refunded is no longer payable either,
     so it ends `cancelled`, with the flag telling the operator why.
     """
+    order, _ = _locked_order(session, refund.order_id)
     row = _refund(session, refund)
     row.status = RefundStatus.FAILED
     row.reason = reason
@@ -225,8 +252,7 @@ def fail_refund(
     payment = session.get_one(Payment, row.payment_id)
     payment.status = PaymentStatus.REFUND_FAILED
     payment.updated_at = now
-    flag_order(session, order_id=row.order_id, reason=f"refund failed: {reason}", now=now)
-    order = _order(session, row.order_id)
+    _flag(order, f"refund failed: {reason}", now)
     if order.status == OrderStatus.PENDING:
         order.status = OrderStatus.CANCELLED
         order.status_reason = "a payment could not be refunded"
@@ -235,9 +261,9 @@ def fail_refund(
 
 def end_order(session: Session, *, ending: OrderEnding, now: datetime) -> OrderStatus:
     """End a still-pending order; any other status stands. Returns the status it has."""
-    order = _order(session, ending.order_id)
-    reservation = _locked_reservation(session, order.reservation_id)
-    order = _order(session, ending.order_id)
+    order, reservation = _locked_order(session, ending.order_id)
+    if ending.flag is not None:
+        _flag(order, ending.flag, now)
     if order.status == OrderStatus.PENDING and not _has_open_refund(session, order.id):
         order.status = ending.status
         order.status_reason = ending.reason
@@ -260,8 +286,16 @@ def _has_open_refund(session: Session, order_id: str) -> bool:
 
 
 def flag_order(session: Session, *, order_id: str, reason: str, now: datetime) -> None:
-    order = _order(session, order_id)
-    order.flag_reason = reason if order.flag_reason is None else f"{order.flag_reason}; {reason}"
+    order, _ = _locked_order(session, order_id)
+    _flag(order, reason, now)
+
+
+def _flag(order: Order, reason: str, now: datetime) -> None:
+    """Add `reason` to the order's flag once: the same trouble told again does not grow it."""
+    reasons = [] if order.flag_reason is None else order.flag_reason.split("; ")
+    if reason in reasons:
+        return
+    order.flag_reason = "; ".join([*reasons, reason])[:FLAG_CHARS]
     order.updated_at = now
 
 
@@ -327,6 +361,13 @@ def _refund_order(refund: Refund, payment: Payment) -> RefundOrder:
         trade_no=payment.trade_no,
         amount_cents=refund.amount_cents,
     )
+
+
+def _locked_order(session: Session, order_id: str) -> tuple[Order, Reservation]:
+    """The order and its reservation, read under the reservation's lock."""
+    reservation = _locked_reservation(session, _order(session, order_id).reservation_id)
+    # Read again now that the lock is held: another transaction may have just changed it.
+    return _order(session, order_id), reservation
 
 
 def _locked_reservation(session: Session, reservation_id: str) -> Reservation:

@@ -45,6 +45,10 @@ PAID = {Gateway.ALIPAY: "TRADE_SUCCESS", Gateway.WECHATPAY: "SUCCESS"}
 CLOSED = {Gateway.ALIPAY: "TRADE_CLOSED", Gateway.WECHATPAY: "CLOSED"}
 CREATE = {Gateway.ALIPAY: "alipay.trade.precreate", Gateway.WECHATPAY: "wechatpay.native"}
 REFUND = {Gateway.ALIPAY: "alipay.trade.refund", Gateway.WECHATPAY: "wechatpay.refund"}
+QUERY_AND_CLOSE = {
+    Gateway.ALIPAY: ("alipay.trade.query", "alipay.trade.close"),
+    Gateway.WECHATPAY: ("wechatpay.query", "wechatpay.close"),
+}
 
 
 @pytest.fixture(params=list(Gateway))
@@ -243,3 +247,38 @@ async def test_gateway_failures_are_retried_and_a_refund_still_happens_once(
     assert (await rig.sandbox.armed_faults())["fail_methods"][REFUND[gateway]] == 0
     trade = await rig.sandbox.trade(f"ord_flaky_old_{gateway}")
     assert trade["refunded_amount"] == "29.70" and len(trade["refunds"]) == 1
+
+
+async def test_a_gateway_refusing_the_close_ends_the_order_flagged_and_refunds_later(
+    env: WorkflowEnvironment, rig: Rig, gateway: Gateway
+) -> None:
+    order_id = f"ord_refused_{gateway}"
+    handle = await start_order(env, rig, order_id, gateway=gateway)
+    await rig.sandbox.scan(order_id)
+    await rig.sandbox.faults(
+        fail_methods=dict.fromkeys(QUERY_AND_CLOSE[gateway], 1000), fail_mode="refused"
+    )
+    assert (await handle.result()).status == OrderStatus.EXPIRED
+    with transaction(rig.engine) as session:
+        order = orders.get_order(session, order_id)
+        assert order is not None and "refused to close" in (order.flag_reason or "")
+
+    # The trade stayed open at the gateway, and the buyer pays it after all: refunded, once.
+    await rig.sandbox.faults()
+    trade = await rig.sandbox.pay(order_id)
+    notice = PaymentNotice(
+        gateway=gateway,
+        order_id=order_id,
+        trade_no=trade["trade_no"],
+        amount_cents=2970,
+        paid_at=None,
+    )
+    for _ in range(2):
+        outcome = await env.client.execute_workflow(
+            LatePaymentWorkflow.run,
+            notice,
+            id=late_payment_workflow_id(gateway, notice.trade_no),
+            task_queue=rig.task_queue,
+        )
+        assert outcome.status == OrderStatus.REFUNDED
+    assert len((await rig.sandbox.trade(order_id))["refunds"]) == 1

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from threading import Barrier
 
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
-from core.contracts import ClaimRequest, OrderEnding, OrderRequest, PaymentNotice, Settlement
+from core.contracts import (
+    ClaimRequest,
+    OrderEnding,
+    OrderRequest,
+    PaymentNotice,
+    RefundOrder,
+    Settlement,
+)
 from core.vocabulary import Gateway, OrderKind, OrderStatus
 from store import orders
 from store.db import transaction
@@ -164,6 +172,26 @@ def test_one_trade_number_at_two_gateways_is_two_payments_each_refunded_at_its_o
     assert ledger(engine, "room-1") == (5940, 2970, 2970)
 
 
+def test_a_payment_of_another_amount_is_refunded_and_flags_the_order_once(
+    engine: Engine,
+) -> None:
+    claim(engine, "o1")
+    wrong = [pay(engine, "o1", trade, cents=1) for trade in ("t1", "t2")]
+    assert [s.outcome for s in wrong] == ["refund", "refund"]
+    assert [s.order_status for s in wrong] == [OrderStatus.PENDING] * 2
+    for settlement in wrong:
+        assert settlement.refund is not None and settlement.refund.amount_cents == 1
+        with transaction(engine) as session:
+            status = orders.complete_refund(session, refund=settlement.refund, now=NOW)
+        # Still payable: the buyer may yet pay the right amount.
+        assert status == OrderStatus.PENDING
+    with transaction(engine) as session:
+        order = orders.get_order(session, "o1")
+        assert order is not None and order.flag_reason == "paid 0.01 for an order of 29.70"
+    assert pay(engine, "o1", "t3").outcome == "paid"
+    assert ledger(engine, "room-1") == (2972, 2, 2970)
+
+
 def test_a_renewal_paid_after_the_reservation_lapsed_is_refunded(engine: Engine) -> None:
     claim(engine, "o1", days=1)
     pay(engine, "o1", "t1", cents=990)
@@ -229,3 +257,34 @@ def test_concurrent_settlements_of_one_trade_decide_once(engine: Engine) -> None
     with transaction(engine) as session:
         assert len(session.exec(select(Payment)).all()) == 2
         assert len(session.exec(select(Refund)).all()) == 1
+
+
+def test_concurrent_refund_completion_and_payment_lose_no_update(engine: Engine) -> None:
+    """A refund completing while another trade pays the same order: the order ends paid, by
+    whichever order the two transactions take the reservation's lock."""
+    rounds = 8 if engine.dialect.name == "postgresql" else 3
+    for n in range(rounds):
+        order_id, reservation = f"o{n}", f"room-{n}"
+        claim(engine, order_id, reservation=reservation)
+        refund = pay(engine, order_id, f"wrong-{n}", cents=1).refund
+        assert refund is not None
+        race_refund_and_payment(engine, refund, trade_no=f"right-{n}")
+        assert status_of(engine, order_id) == OrderStatus.PAID
+        assert ledger(engine, reservation) == (2971, 1, 2970)
+
+
+def race_refund_and_payment(engine: Engine, refund: RefundOrder, *, trade_no: str) -> None:
+    start = Barrier(2)
+
+    def complete() -> None:
+        start.wait()
+        with transaction(engine) as session:
+            orders.complete_refund(session, refund=refund, now=NOW)
+
+    def settle() -> None:
+        start.wait()
+        pay(engine, refund.order_id, trade_no)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for done in [pool.submit(complete), pool.submit(settle)]:
+            done.result()

@@ -37,7 +37,7 @@ with workflow.unsafe.imports_passed_through():
     from core.temporal import failure_reason
     from core.vocabulary import OrderStatus, order_workflow_id
     from workflows import search_attributes
-    from workflows.steps import DATABASE_STEP, GATEWAY_STEP, settle
+    from workflows.steps import DATABASE_STEP, GATEWAY_STEP, refused_for_good, settle
 
 
 @workflow.defn
@@ -191,18 +191,34 @@ class OrderWorkflow:
 
     async def _expire(self) -> None:
         # A notification may have been lost: ask the gateway before calling the order unpaid.
-        check: TradeCheck = await workflow.execute_activity_method(
-            PaymentActivities.check_trade, self._trade, **GATEWAY_STEP
-        )
+        try:
+            check: TradeCheck = await workflow.execute_activity_method(
+                PaymentActivities.check_trade, self._trade, **GATEWAY_STEP
+            )
+        except ActivityError as failure:
+            if refused_for_good(failure) is None:
+                raise
+            # The close, next, is what makes the trade unpayable: it decides.
+            check = TradeCheck(payment=None)
         if self._is_new(check):
             await self._settle_payments()
             return
         await self._end_unpaid(OrderStatus.EXPIRED, "not paid before the payment timeout")
 
     async def _end_unpaid(self, status: OrderStatus, reason: str) -> None:
-        check: TradeCheck = await workflow.execute_activity_method(
-            PaymentActivities.close_trade, self._trade, **GATEWAY_STEP
-        )
+        try:
+            check: TradeCheck = await workflow.execute_activity_method(
+                PaymentActivities.close_trade, self._trade, **GATEWAY_STEP
+            )
+        except ActivityError as failure:
+            refusal = refused_for_good(failure)
+            if refusal is None:
+                raise
+            # The trade may stay payable at the gateway: the order still ends, flagged, and a
+            # payment that comes later is refunded by a late-payment saga.
+            flag = f"the gateway refused to close the trade ({refusal})"
+            await self._end(status, reason, flag=flag)
+            return
         if self._is_new(check):
             # Paid before the close: the payment wins, and is judged like any other.
             await self._settle_payments()
@@ -223,8 +239,10 @@ class OrderWorkflow:
         self._payments.append(check.payment)
         return True
 
-    async def _end(self, status: OrderStatus, reason: str) -> None:
-        ending = OrderEnding(order_id=self._request.order_id, status=status, reason=reason)
+    async def _end(self, status: OrderStatus, reason: str, *, flag: str | None = None) -> None:
+        ending = OrderEnding(
+            order_id=self._request.order_id, status=status, reason=reason, flag=flag
+        )
         self._set_status(
             await workflow.execute_activity_method(
                 OrderActivities.end_order, ending, **DATABASE_STEP

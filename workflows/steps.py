@@ -59,11 +59,12 @@ async def _refund(refund: RefundOrder) -> OrderStatus:
             PaymentActivities.confirm_refund, refund, **REFUND_CONFIRMATION_STEP
         )
     except ActivityError as failure:
-        if not isinstance(failure.cause, ApplicationError) or not failure.cause.non_retryable:
+        refusal = refused_for_good(failure)
+        if refusal is None:
             raise
         status: OrderStatus = await workflow.execute_activity_method(
             OrderActivities.fail_refund,
-            RefundFailure(refund=refund, reason=failure.cause.message),
+            RefundFailure(refund=refund, reason=refusal),
             **DATABASE_STEP,
         )
         return status
@@ -71,3 +72,12 @@ async def _refund(refund: RefundOrder) -> OrderStatus:
         OrderActivities.complete_refund, refund, **DATABASE_STEP
     )
     return completed
+
+
+def refused_for_good(failure: ActivityError) -> str | None:
+    """The gateway's final refusal of a step (retrying would change nothing), or None when the
+    step failed otherwise."""
+    cause = failure.cause
+    if isinstance(cause, ApplicationError) and cause.non_retryable:
+        return cause.message
+    return None

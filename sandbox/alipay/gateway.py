@@ -61,6 +61,8 @@ async def gateway(request: Request, sandbox: SandboxDep) -> Response:
             return Response("Service Unavailable", status_code=503, media_type="text/plain")
         if failure == "system_error":
             raise service_unavailable()
+        if failure == "refused":
+            raise business_failed("ACQ.ACCESS_FORBIDDEN", "无权限使用接口")
         node = await _call(handler, sandbox, params)
         if failure == "applied_then_system_error":
             raise service_unavailable()

@@ -182,6 +182,8 @@ async def _serve(
             return Response("Service Unavailable", status_code=503, media_type="text/plain")
         if failure == "system_error":
             raise _system_error()
+        if failure == "refused":
+            raise ApiError(403, "NO_AUTH", "商户无权限")
         answer = await operation(body)
         if failure == "applied_then_system_error":
             raise _system_error()
