@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.engine import Engine
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from core.contracts import (
     Claim,
@@ -32,8 +33,19 @@ class OrderActivities:
 
     @activity.defn
     def claim_reservation(self, request: ClaimRequest) -> Claim:
+        try:
+            with transaction(self._engine) as session:
+                return orders.claim_reservation(session, request=request, now=_now())
+        except orders.CreationAbandoned as abandoned:
+            raise ApplicationError(
+                f"the order was not made: {abandoned}", type="CreationAbandoned", non_retryable=True
+            ) from abandoned
+
+    @activity.defn
+    def abandon_creation(self, order_id: str) -> bool:
+        """Give up on making the order unless it was made; True if it stands made."""
         with transaction(self._engine) as session:
-            return orders.claim_reservation(session, request=request, now=_now())
+            return orders.abandon_creation(session, order_id=order_id, now=_now())
 
     @activity.defn
     def record_payment_instructions(self, instructions: PaymentInstructions) -> None:

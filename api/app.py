@@ -7,9 +7,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import callbacks, orders, problems
+from api import callbacks, health, orders, problems
 from api.api_keys import accepted_api_keys
 from api.deps import AppState
+from api.limits import CLIENT_MAX_BODY_BYTES, BodyLimits
+from api.rate_limits import RateLimits
+from api.sources import CallbackSources
 from core.settings import Settings
 from core.temporal import connect_temporal
 from gateways.registry import notification_verifiers
@@ -17,6 +20,16 @@ from store.db import create_db_engine, create_tables
 
 
 def create_app(settings: Settings) -> FastAPI:
+    """The API; SettingsError, before anything is served, for a door setting it cannot use."""
+    callback_sources = CallbackSources.from_settings(settings)
+    rate_limits = RateLimits(
+        requests=settings.rate_limit_requests,
+        window_seconds=settings.rate_limit_window_seconds,
+    )
+    signed_key_ids = frozenset(
+        key_id.strip() for key_id in (settings.signed_key_ids or "").split(",") if key_id.strip()
+    )
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_db_engine(settings.resolved_database_url)
@@ -27,7 +40,10 @@ def create_app(settings: Settings) -> FastAPI:
             engine=engine,
             temporal=temporal,
             api_keys=accepted_api_keys(settings),
+            signed_key_ids=signed_key_ids,
+            rate_limits=rate_limits,
             verifiers=notification_verifiers(settings),
+            callback_sources=callback_sources,
         )
         yield
         engine.dispose()
@@ -39,8 +55,14 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
+    app.add_middleware(
+        BodyLimits,
+        limits={f"{callbacks.router.prefix}/": callbacks.MAX_BODY_BYTES},
+        default=CLIENT_MAX_BODY_BYTES,
+    )
     app.include_router(orders.router)
     app.include_router(callbacks.router)
+    app.include_router(health.router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

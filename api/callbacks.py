@@ -1,14 +1,22 @@
 """The gateways' asynchronous notifications: `POST /v1/callbacks/{gateway}`, each gateway's
 `notify_url`.
 
-A notification is believed only once the gateway's adapter has verified it; it is written to
+The one door the internet may knock on without an API key, so it checks the cheap things
+first: where the request came from (a gateway's own networks, when configured), then the
+body's size (refused unread past MAX_BODY_BYTES), and only then the gateway's signature. A
+notification is believed only once the gateway's adapter has verified it; it is written to
 the database before anything is acknowledged, then handed to the order's saga (or, when that
 saga has ended, to a late-payment saga). Only then does the gateway get its acknowledgement;
 on any failure it gets an error and sends the notification again.
+
+A refused callback — unverified, or verified but not ours to take (an unknown order, a
+replay) — is counted under its reason in a bounded tally, never kept as a row of its own:
+refusals cannot fill the disk. Verified ones taken, ignored or flagged stay in the audit trail.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, Request, Response
@@ -18,11 +26,10 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError
 
 from api.deps import AppState, State
+from api.limits import BodyTooLarge
 from api.problems import ApiProblem
-from api.schemas import Problem
 from api.temporal import is_not_found, reaching_temporal
 from core.contracts import PaymentNotice
-from core.money import format_amount
 from core.vocabulary import Gateway, late_payment_workflow_id, order_workflow_id
 from gateways.errors import NotificationRejected
 from gateways.gateway import (
@@ -39,18 +46,33 @@ from store.models import PaymentStatus
 from workflows.late_payment import LatePaymentWorkflow
 from workflows.order import OrderWorkflow
 
+# What our order ids and the gateways' trade numbers look like.
+_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 router = APIRouter(prefix="/v1/callbacks", tags=["callbacks"])
 # No notification of any gateway comes near this; a larger body is refused unread.
 MAX_BODY_BYTES = 65536
+# What a caller chose (a quoted value, a number of two digits or more) is left out of the
+# reason a refusal is tallied under: a forger varying it would otherwise cost a row each time.
+_CALLERS_VALUE = re.compile(r"""'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|(?<![\w.-])\d{2,}(?![\w.-])""")
 
 
 class Refused(Exception):
-    """A notification that must not be acted on: answered `status_code`, recorded as such."""
+    """A callback that must not be acted on: answered `status_code`, tallied by its reason."""
 
-    def __init__(self, status_code: int, reason: str) -> None:
+    def __init__(self, status_code: int, reason: str, body: bytes = b"") -> None:
         super().__init__(reason)
         self.status_code = status_code
         self.reason = reason
+        self.body = body
+
+
+def _refusal(description: str) -> dict[str, object]:
+    # Refusals come in the gateway's own words (Alipay's {"detail"}, WeChat Pay's {"code",
+    # "message"}): a JSON object, whatever its shape.
+    return {
+        "description": f"{description}; in the gateway's own error format",
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
 
 
 @router.post(
@@ -58,22 +80,26 @@ class Refused(Exception):
     responses={
         200: {"description": "Recorded and handed on (Alipay: the text `success`)"},
         204: {"description": "Recorded and handed on (WeChat Pay)"},
-        400: {"model": Problem, "description": "Malformed, replayed or not signed by the gateway"},
-        404: {"model": Problem, "description": "Unknown gateway or order"},
-        503: {"model": Problem, "description": "Not recorded or not handed on: send again"},
+        400: _refusal("Malformed, replayed or not signed by the gateway"),
+        403: _refusal("Not from where this gateway's callbacks come"),
+        404: _refusal("Unknown gateway or order"),
+        413: _refusal("Body too large: refused unread"),
+        503: _refusal("Not recorded or not handed on: send again"),
     },
 )
 async def notification(gateway: str, request: Request, state: State) -> Response:
     """Answers in the gateway's own words once the notification is durably recorded."""
     door, verifier = _door(state, gateway)
-    body = await request.body()
+    now = datetime.now(UTC)
     try:
-        handover = _take(state, door, verifier, CallbackRequest(dict(request.headers), body))
+        try:
+            handover = await _take(state, door, verifier, request, now)
+        except Refused as refusal:
+            _record_refusal(state, door, refusal, now)
+            message = f"notification rejected: {refusal.reason}"
+            return _reply(verifier.refusal(refusal.status_code, message))
         if handover is not None:
             await _hand_over(state, handover)
-    except Refused as refusal:
-        message = f"notification rejected: {refusal.reason}"
-        return _reply(verifier.refusal(refusal.status_code, message))
     except ApiProblem as problem:
         return _reply(verifier.refusal(problem.status_code, problem.detail))
     except OperationalError:
@@ -83,25 +109,27 @@ async def notification(gateway: str, request: Request, state: State) -> Response
     return _reply(verifier.acknowledgement())
 
 
-def _take(
-    state: AppState, door: Gateway, verifier: NotificationVerifier, request: CallbackRequest
+async def _take(
+    state: AppState, door: Gateway, verifier: NotificationVerifier, request: Request, now: datetime
 ) -> PaymentNotice | None:
-    """Verify and record a callback; the payment to hand on, if any. Raises Refused, after
-    recording why."""
-    now = datetime.now(UTC)
+    """Check where a callback comes from, then read, verify and record it; the payment to
+    hand on, if any. Raises Refused."""
+    peer = request.client.host if request.client is not None else None
+    wrong_source = state.callback_sources.refusal(
+        door, peer, request.headers.getlist("x-forwarded-for")
+    )
+    if wrong_source is not None:
+        raise Refused(403, wrong_source)
     try:
-        if len(request.body) > MAX_BODY_BYTES:
-            raise NotificationRejected("body too large")
-        event = verifier.verify(request, now=now)
+        body = await request.body()
+    except BodyTooLarge as too_large:
+        raise Refused(413, f"the body is over {MAX_BODY_BYTES} bytes") from too_large
+    try:
+        event = verifier.verify(CallbackRequest(dict(request.headers), body), now=now)
     except NotificationRejected as rejection:
-        _record_refusal(state, door, request.body, rejection.reason, now)
-        raise Refused(400, rejection.reason) from rejection
-    try:
-        with transaction(state.engine) as session:
-            return _record_notification(session, request.body, event, now)
-    except Refused as refusal:
-        _record_refusal(state, event, request.body, refusal.reason, now)
-        raise
+        raise Refused(400, rejection.reason, body) from rejection
+    with transaction(state.engine) as session:
+        return _record_notification(session, body, event, now)
 
 
 def _door(state: AppState, gateway: str) -> tuple[Gateway, NotificationVerifier]:
@@ -109,7 +137,8 @@ def _door(state: AppState, gateway: str) -> tuple[Gateway, NotificationVerifier]
         if name == gateway:
             return name, verifier
     offered = ", ".join(state.verifiers)
-    raise ApiProblem(404, f"no gateway {gateway!r} here; callbacks are taken for {offered}")
+    # The name comes from anyone's URL: enough of it is said back to recognise it, no more.
+    raise ApiProblem(404, f"no gateway {gateway[:32]!r} here; callbacks are taken for {offered}")
 
 
 def _record_notification(
@@ -119,25 +148,32 @@ def _record_notification(
     if event.nonce is not None and not nonces.first_sighting(
         session, scope=event.gateway, nonce=event.nonce, now=now, window=FRESHNESS_WINDOW
     ):
-        raise Refused(400, f"nonce {event.nonce!r} was seen before: a replay")
-    order = orders.get_order(session, event.out_trade_no)
+        raise Refused(400, f"nonce {event.nonce!r} was seen before: a replay", body)
+    # Our order ids, and the gateways' trade numbers, are short and plain: anything else is no
+    # trade of ours, and must not reach the database (PostgreSQL refuses NUL, columns are 64).
+    order = (
+        orders.get_order(session, event.out_trade_no) if _ID.fullmatch(event.out_trade_no) else None
+    )
     if order is None:
-        raise Refused(404, f"no order {event.out_trade_no!r}")
+        raise Refused(404, f"no order {event.out_trade_no!r}", body)
+    if event.trade_no is not None and not _ID.fullmatch(event.trade_no):
+        raise Refused(400, f"trade number {event.trade_no!r} is not one a gateway gives", body)
     if order.gateway != event.gateway:
-        raise Refused(404, f"order {order.id!r} is not paid through {event.gateway}")
+        raise Refused(404, f"order {order.id!r} is not paid through {event.gateway}", body)
     if event.kind is not EventKind.PAYMENT or event.trade_no is None:
         # A refund's notice or a trade that is not paid (yet) moves no money in: recorded
         # for the audit trail, nothing more.
         _record(session, event, body, outcome=event.kind, now=now)
         return None
-    if event.amount_cents != order.amount_cents:
-        paid = "no amount" if event.amount_cents is None else format_amount(event.amount_cents)
-        reason = f"paid {paid} for an order of {format_amount(order.amount_cents)}"
-        # Never taken as paid; recorded and flagged for an operator. The gateway sending it
-        # again would change nothing, so it is acknowledged.
+    if event.amount_cents is None:
+        # A payment the gateway states no amount for cannot be settled; asking again is how
+        # the saga will learn it.
+        reason = "a payment without an amount"
         orders.flag_order(session, order_id=order.id, reason=reason, now=now)
         _record(session, event, body, outcome="flagged", reason=reason, now=now)
         return None
+    # A payment of another amount is recorded and handed on like any other: settling it
+    # refunds it (the money was captured) and flags its order.
     notice = PaymentNotice(
         gateway=Gateway(event.gateway),
         order_id=event.out_trade_no,
@@ -169,17 +205,16 @@ async def _hand_over(state: AppState, notice: PaymentNotice) -> None:
             )
 
 
-def _record_refusal(
-    state: AppState, about: Gateway | NotifiedEvent, body: bytes, reason: str, now: datetime
-) -> None:
-    # An unverified body is believed in nothing: it is kept only as it came.
+def _record_refusal(state: AppState, door: Gateway, refusal: Refused, now: datetime) -> None:
+    # Anyone can knock: a refusal is tallied under its reason, never kept as a row of its own.
     with transaction(state.engine) as session:
-        if isinstance(about, NotifiedEvent):
-            _record(session, about, body, outcome="rejected", reason=reason, now=now)
-        else:
-            callbacks.record_attempt(
-                session, gateway=about, body=body, outcome="rejected", reason=reason, now=now
-            )
+        callbacks.record_refusal(
+            session,
+            gateway=door,
+            reason=_CALLERS_VALUE.sub("…", refusal.reason),
+            body=refusal.body,
+            now=now,
+        )
 
 
 def _record(

@@ -8,7 +8,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Header, Path
 from sqlmodel import Session
 from temporalio.client import WithStartWorkflowOperation, WorkflowUpdateFailedError
 from temporalio.common import (
@@ -20,12 +20,20 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
-from api.deps import ClientIdentity, State
+from api.breakers import refuse_failing_gateway
+from api.deps import AppState, ClientIdentity, State
 from api.problems import ApiProblem
-from api.schemas import OrderCreate, OrderPublic, PriceChanged, Problem, ReservationPublic
-from api.temporal import is_not_found, reaching_temporal
+from api.schemas import (
+    OrderCreate,
+    OrderPublic,
+    PriceChanged,
+    Problem,
+    ReservationId,
+    ReservationPublic,
+)
+from api.temporal import is_not_found, reaching_temporal, retrieve_start_failure
 from api.views import order_public, reservation_public
-from core.contracts import OrderRequest
+from core.contracts import OrderOutcome, OrderRequest
 from core.money import format_amount, to_cents
 from core.temporal import failure_reason
 from core.vocabulary import Gateway, OrderStatus, order_workflow_id
@@ -36,10 +44,18 @@ from workflows import search_attributes
 from workflows.order import OrderWorkflow
 
 router = APIRouter(prefix="/v1", tags=["orders"])
-IdempotencyKey = Annotated[str | None, Header(max_length=200)]
+
+IdempotencyKey = Annotated[str | None, Header(min_length=1, max_length=200)]
+# Ids are plain and short: anything else names nothing, and must not reach the database
+# (PostgreSQL refuses NUL in text).
+OrderId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 ERRORS: dict[int | str, dict[str, object]] = {
-    401: {"model": Problem, "description": "Missing or wrong API key"},
+    400: {"model": Problem, "description": "The body is not UTF-8 JSON"},
+    401: {"model": Problem, "description": "Missing or wrong API key, or a bad signature"},
     404: {"model": Problem, "description": "Unknown order"},
+    413: {"model": Problem, "description": "Body too large: refused unread"},
+    422: {"model": Problem, "description": "Invalid request"},
+    429: {"model": Problem, "description": "Over the key's request budget: see Retry-After"},
 }
 
 
@@ -49,7 +65,10 @@ ERRORS: dict[int | str, dict[str, object]] = {
     response_model=OrderPublic,
     responses={
         **ERRORS,
-        409: {"model": PriceChanged, "description": "The price is not the expected amount"},
+        409: {
+            "model": PriceChanged,
+            "description": "The price is not the expected amount, or the order was cancelled",
+        },
         422: {
             "model": Problem,
             "description": "Invalid request, a gateway not offered, or Idempotency-Key reused",
@@ -92,6 +111,7 @@ async def create_order(
         if existing is not None:
             return _replay(session, existing, fingerprint)
 
+    await refuse_failing_gateway(state.engine, gateway)
     request = OrderRequest(
         order_id=order_id,
         reservation_id=body.reservation_id,
@@ -118,27 +138,44 @@ async def create_order(
             ]
         ),
     )
+    problem = await _until_payable(state, start)
+    with transaction(state.engine) as session:
+        # Unless the saga answered with the QR code, one verdict shared with the saga says
+        # whether the order was made: giving it up here means it never will be, however late
+        # a worker takes the saga. So a 503 always means that nothing was made.
+        if problem is None or orders.abandon_creation(
+            session, order_id=order_id, now=datetime.now(UTC)
+        ):
+            order = orders.get_order(session, order_id)
+            if order is not None:
+                return _replay(session, order, fingerprint)
+    raise problem or _not_created()
+
+
+async def _until_payable(
+    state: AppState, start: WithStartWorkflowOperation[OrderWorkflow, OrderOutcome]
+) -> ApiProblem | None:
+    """Start the order's saga (or join it) and wait for its QR code; why not, if it failed."""
     try:
         with reaching_temporal("no order was created"):
             await state.temporal.execute_update_with_start_workflow(
                 OrderWorkflow.payment_instructions,
                 start_workflow_operation=start,
-                rpc_timeout=timedelta(seconds=settings.payment_create_timeout_seconds + 10),
+                rpc_timeout=timedelta(seconds=state.settings.payment_create_timeout_seconds + 10),
             )
     except WorkflowAlreadyStartedError:
-        pass  # the order ended already; its row says how
+        return _not_created()  # its saga ended already: unless the verdict says made
     except WorkflowUpdateFailedError as failure:
-        raise ApiProblem(503, failure_reason(failure)) from failure
-    with transaction(state.engine) as session:
-        order = orders.get_order(session, order_id)
-        if order is None:
-            # Its saga gave up before making the order (no worker took it in time).
-            raise ApiProblem(503, "the order could not be created; retry with a new request")
-        return _replay(session, order, fingerprint)
+        return ApiProblem(503, failure_reason(failure))
+    except ApiProblem as problem:
+        return problem
+    finally:
+        retrieve_start_failure(start)
+    return None
 
 
 @router.get("/orders/{order_id}", response_model=OrderPublic, responses=ERRORS)
-def get_order(order_id: str, state: State, _: ClientIdentity) -> OrderPublic:
+def get_order(order_id: OrderId, state: State, _: ClientIdentity) -> OrderPublic:
     with transaction(state.engine) as session:
         return order_public(session, _known_order(session, order_id))
 
@@ -148,7 +185,7 @@ def get_order(order_id: str, state: State, _: ClientIdentity) -> OrderPublic:
     response_model=OrderPublic,
     responses={**ERRORS, 409: {"model": Problem, "description": "The order is not pending"}},
 )
-async def cancel_order(order_id: str, state: State, _: ClientIdentity) -> OrderPublic:
+async def cancel_order(order_id: OrderId, state: State, _: ClientIdentity) -> OrderPublic:
     """Cancel a pending order and close its trade. A payment that got there first wins."""
     with transaction(state.engine) as session:
         order = _known_order(session, order_id)
@@ -171,9 +208,11 @@ async def cancel_order(order_id: str, state: State, _: ClientIdentity) -> OrderP
 @router.get(
     "/reservations/{reservation_id}",
     response_model=ReservationPublic,
-    responses={401: ERRORS[401], 404: {"model": Problem, "description": "Unknown reservation"}},
+    responses={**ERRORS, 404: {"model": Problem, "description": "Unknown reservation"}},
 )
-def get_reservation(reservation_id: str, state: State, _: ClientIdentity) -> ReservationPublic:
+def get_reservation(
+    reservation_id: Annotated[ReservationId, Path()], state: State, _: ClientIdentity
+) -> ReservationPublic:
     with transaction(state.engine) as session:
         reservation = orders.get_reservation(session, reservation_id)
         if reservation is None:
@@ -189,8 +228,18 @@ def _known_order(session: Session, order_id: str) -> Order:
 
 
 def _replay(session: Session, order: Order, fingerprint: str) -> OrderPublic:
+    """What a POST whose order exists answers: that order, unless it cannot be paid."""
     if order.request_fingerprint != fingerprint:
         raise ApiProblem(422, "this Idempotency-Key was used for a different request")
+    if order.qr_code is None:
+        # Made before the payment (an older saga) and then given up: as the first answer said.
+        raise _not_created()
+    if order.status == OrderStatus.CANCELLED:
+        raise ApiProblem(
+            409,
+            f"order {order.id} was cancelled ({order.status_reason}); a new order needs a new "
+            "Idempotency-Key",
+        )
     return order_public(session, order)
 
 
@@ -208,3 +257,7 @@ def _order_id(client: str, idempotency_key: str | None) -> str:
         return "ord_" + uuid.uuid4().hex[:24]
     digest = hashlib.sha256(f"{client}:{idempotency_key}".encode()).hexdigest()
     return "ord_" + digest[:24]
+
+
+def _not_created() -> ApiProblem:
+    return ApiProblem(503, "the order could not be created; retry with a new request")

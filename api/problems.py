@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -12,10 +13,20 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 
 class ApiProblem(Exception):
-    def __init__(self, status_code: int, detail: str, **extra: Any) -> None:
+    """Answered `status_code` with `{"detail": detail, **extra}` and these headers."""
+
+    def __init__(
+        self,
+        status_code: int,
+        detail: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
         super().__init__(detail)
         self.status_code = status_code
         self.detail = detail
+        self.headers = dict(headers or {})
         self.extra = extra
 
 
@@ -28,9 +39,8 @@ def install(app: FastAPI) -> None:
 
 async def _api_problem(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiProblem)
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
     return JSONResponse(
-        {"detail": exc.detail, **exc.extra}, status_code=exc.status_code, headers=headers
+        {"detail": exc.detail, **exc.extra}, status_code=exc.status_code, headers=exc.headers
     )
 
 
@@ -45,7 +55,7 @@ async def _invalid_request(_: Request, exc: Exception) -> JSONResponse:
 
 async def _http_exception(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
 
 async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:

@@ -6,22 +6,43 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from core.vocabulary import Gateway, OrderKind, OrderStatus
 
+# 0.01 to 999999999.99, two decimals at most.
+POSITIVE_AMOUNT = r"^(0\.(0[1-9]|[1-9][0-9]?)|[1-9][0-9]{0,8}(\.[0-9]{1,2})?)$"
 ReservationId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+
+
+def _whole_number(value: object) -> object:
+    # JSON does not tell 3 from 3.0, so neither do we; strings and booleans stay refused.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 class OrderCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reservation_id: ReservationId
-    days: Annotated[int, Field(ge=1, le=365, strict=True)]
+    days: Annotated[int, BeforeValidator(_whole_number), Field(ge=1, le=365, strict=True)]
     # Left out: the service's default gateway (PAYSAGA_DEFAULT_GATEWAY).
     gateway: Gateway | None = None
     expected_amount: Annotated[
-        Decimal | None, Field(default=None, gt=0, max_digits=11, decimal_places=2)
+        Decimal | None,
+        Field(default=None, gt=0, max_digits=11, decimal_places=2),
+        # What the field takes, said exactly: a positive number, or the same as a string of
+        # digits with at most two decimals.
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "number", "exclusiveMinimum": 0, "maximum": 999999999.99},
+                    {"type": "string", "pattern": POSITIVE_AMOUNT},
+                    {"type": "null"},
+                ]
+            }
+        ),
     ] = None
 
 

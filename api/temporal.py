@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
-from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError
+from temporalio.client import WithStartWorkflowOperation, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.problems import ApiProblem
@@ -34,3 +35,15 @@ def reaching_temporal(consequence: str) -> Iterator[None]:
         if "client connect" not in str(failure):
             raise
         raise ApiProblem(503, f"{consequence}: Temporal is unreachable") from failure
+
+
+def retrieve_start_failure(start: WithStartWorkflowOperation[Any, Any]) -> None:
+    """Read the error an update-with-start parked for the start, if it failed.
+
+    The SDK sets it on a future that only `start.workflow_handle()` reads; nobody reads it when
+    the update failed too, and asyncio then logs "Future exception was never retrieved" with
+    a traceback for every order tried while Temporal was down.
+    """
+    handle = start._workflow_handle
+    if handle.done() and not handle.cancelled():
+        handle.exception()

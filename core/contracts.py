@@ -38,6 +38,10 @@ class OrderRequest(Contract):
 class ClaimRequest(Contract):
     order: OrderRequest
     expires_at: datetime
+    # Sagas that create the payment before they claim hand its QR code over with the claim, and
+    # their claim is refused past the creation deadline or once the API gave up on the order.
+    qr_code: str | None = None
+    create_deadline: datetime | None = None
 
 
 class Claim(Contract):

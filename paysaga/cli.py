@@ -7,7 +7,7 @@ import sys
 
 from pydantic import ValidationError
 
-from core.settings import Settings
+from core.settings import Settings, SettingsError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,7 +43,14 @@ def main(argv: list[str] | None = None) -> int:
 
         from api.app import create_app
 
-        uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port)
+        try:
+            app = create_app(settings)
+        except SettingsError as refused:
+            print(f"paysaga: configuration refused: {refused}", file=sys.stderr)
+            return 2
+        # The API judges who sent a request by PAYSAGA_TRUSTED_PROXIES alone: uvicorn must
+        # not rewrite the peer from X-Forwarded-For before it sees it.
+        uvicorn.run(app, host=settings.api_host, port=settings.api_port, proxy_headers=False)
         return 0
     if args.command == "worker":
         from paysaga import worker

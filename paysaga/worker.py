@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import httpx
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from temporalio.client import (
     Client,
     Schedule,
@@ -26,9 +30,12 @@ from activities.payments import PaymentActivities
 from core.contracts import Reconciliation
 from core.settings import Settings
 from core.temporal import connect_temporal
-from core.vocabulary import RECONCILE_WORKFLOW_ID
+from core.vocabulary import RECONCILE_WORKFLOW_ID, Gateway
+from gateways.breaker import Breaker
+from gateways.gateway import PaymentGateway
 from gateways.registry import payment_gateways
-from store.db import create_db_engine, create_tables
+from store import breakers
+from store.db import create_db_engine, create_tables, transaction
 from workflows.late_payment import LatePaymentWorkflow
 from workflows.order import OrderWorkflow
 from workflows.reconcile import ReconcileWorkflow
@@ -36,6 +43,7 @@ from workflows.reconcile import ReconcileWorkflow
 WORKFLOWS = [OrderWorkflow, LatePaymentWorkflow, ReconcileWorkflow]
 # Database activities are blocking SQLModel calls: they run on these threads.
 DATABASE_THREADS = 16
+logger = logging.getLogger("paysaga")
 
 
 def build_worker(
@@ -52,6 +60,7 @@ def build_worker(
         workflows=WORKFLOWS,
         activities=[
             order_activities.claim_reservation,
+            order_activities.abandon_creation,
             order_activities.record_payment_instructions,
             order_activities.settle_payment,
             order_activities.complete_refund,
@@ -92,6 +101,79 @@ async def schedule_reconciliation(client: Client, settings: Settings) -> None:
         pass
 
 
+class GatewayBreakers:
+    """Each gateway behind its breaker, whose changes go to the database, where every API
+    process reads them, and which is probed while open."""
+
+    def __init__(
+        self,
+        gateways: Mapping[Gateway, PaymentGateway],
+        *,
+        settings: Settings,
+        engine: Engine,
+        executor: ThreadPoolExecutor,
+    ) -> None:
+        self._engine = engine
+        self._executor = executor
+        self._writes: set[asyncio.Future[None]] = set()
+        self.gateways = {
+            name: Breaker(
+                gateway,
+                failure_ratio=settings.breaker_failure_ratio,
+                window_seconds=settings.breaker_window_seconds,
+                min_calls=settings.breaker_min_calls,
+                on_change=partial(self._changed, name),
+            )
+            for name, gateway in gateways.items()
+        }
+
+    async def watch(self, *, every: float) -> None:
+        """Forever: take over the openings other workers recorded, and probe the open ones."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                recorded = await loop.run_in_executor(self._executor, self._recorded_open)
+            except SQLAlchemyError as failure:
+                logger.warning("cannot read the gateway breakers: %s", failure)
+                recorded = set()
+            for name, breaker in self.gateways.items():
+                # An opening recorded by a worker that has since gone would otherwise stay
+                # open for good: nobody else would probe it.
+                if name in recorded:
+                    breaker.hold_open()
+            await asyncio.gather(
+                *(breaker.probe() for breaker in self.gateways.values() if breaker.is_open)
+            )
+            await asyncio.sleep(every)
+
+    def _changed(self, gateway: Gateway, is_open: bool, reason: str) -> None:
+        logger.warning("%s breaker %s: %s", gateway, "opened" if is_open else "closed", reason)
+        # Stamped now, on the event loop, so that the store can drop writes that land late.
+        now = datetime.now(UTC)
+        write = asyncio.get_running_loop().run_in_executor(
+            self._executor, partial(self._record, gateway, is_open, reason, now)
+        )
+        self._writes.add(write)
+        write.add_done_callback(self._written)
+
+    def _record(self, gateway: Gateway, is_open: bool, reason: str, now: datetime) -> None:
+        with transaction(self._engine) as session:
+            breakers.record_breaker(
+                session, gateway=gateway, is_open=is_open, reason=reason, now=now
+            )
+
+    def _recorded_open(self) -> set[str]:
+        with transaction(self._engine) as session:
+            return {row.gateway for row in breakers.read_breakers(session, open_only=True)}
+
+    def _written(self, write: asyncio.Future[None]) -> None:
+        self._writes.discard(write)
+        if not write.cancelled() and (failure := write.exception()) is not None:
+            # Not lost for good: a "closed" not recorded is found open by `watch`, which probes
+            # and records it again; an "open" not recorded is recorded at the next opening.
+            logger.error("the breaker change was not recorded: %s", failure)
+
+
 async def run_worker(settings: Settings) -> None:
     engine = create_db_engine(settings.resolved_database_url)
     create_tables(engine)
@@ -99,22 +181,32 @@ async def run_worker(settings: Settings) -> None:
     await schedule_reconciliation(client, settings)
     async with httpx.AsyncClient(timeout=15) as http:
         with ThreadPoolExecutor(max_workers=DATABASE_THREADS) as executor:
+            gateways = GatewayBreakers(
+                payment_gateways(settings, http),
+                settings=settings,
+                engine=engine,
+                executor=executor,
+            )
             worker = build_worker(
                 client,
                 task_queue=settings.task_queue,
                 order_activities=OrderActivities(engine),
-                payment_activities=PaymentActivities(payment_gateways(settings, http)),
+                payment_activities=PaymentActivities(gateways.gateways),
                 executor=executor,
             )
-            logging.getLogger("paysaga").info(
-                "worker polling %s on %s", settings.task_queue, settings.temporal_address
-            )
+            logger.info("worker polling %s on %s", settings.task_queue, settings.temporal_address)
             # docker stop, systemd and `paysaga dev` send SIGTERM: finish the activities in
             # hand and leave, instead of leaving them to time out.
             asyncio.get_running_loop().add_signal_handler(
                 signal.SIGTERM, lambda: asyncio.ensure_future(worker.shutdown())
             )
-            await worker.run()
+            watching = asyncio.create_task(gateways.watch(every=settings.breaker_probe_seconds))
+            try:
+                await worker.run()
+            finally:
+                watching.cancel()
+                # Let a probe in flight end before its HTTP client closes.
+                await asyncio.gather(watching, return_exceptions=True)
     engine.dispose()
 
 

@@ -116,6 +116,22 @@ class Refund(SQLModel, table=True):
     completed_at: datetime | None = utc_field(nullable=True)
 
 
+class CreationVerdict(StrEnum):
+    MADE = "made"  # the order was claimed: it exists, with its QR code
+    ABANDONED = "abandoned"  # the API answered that no order was made: it never will be
+
+
+class OrderCreation(SQLModel, table=True):
+    """Whether an order was made, decided once by whichever comes first: its saga's claim or the
+    API giving up on it. So an order the API answered 503 for can never appear later."""
+
+    __tablename__ = "order_creations"
+
+    order_id: str = Field(primary_key=True, max_length=64)
+    verdict: str = Field(max_length=16)
+    decided_at: datetime = utc_field()
+
+
 class CallbackAttempt(SQLModel, table=True):
     """Every callback received, accepted or not: the audit trail of the gateway's word."""
 

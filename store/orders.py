@@ -18,7 +18,9 @@ from core.contracts import Claim, ClaimRequest, OrderEnding, PaymentNotice, Refu
 from core.money import format_amount
 from core.vocabulary import OrderKind, OrderStatus, refund_no_for
 from store.models import (
+    CreationVerdict,
     Order,
+    OrderCreation,
     Payment,
     PaymentStatus,
     Refund,
@@ -35,8 +37,16 @@ def is_active(reservation: Reservation, now: datetime) -> bool:
     return reservation.valid_until is not None and reservation.valid_until > now
 
 
+class CreationAbandoned(Exception):
+    """The order may not be made: past its creation deadline, or the API gave up on it."""
+
+
 def claim_reservation(session: Session, *, request: ClaimRequest, now: datetime) -> Claim:
-    """Make the order its reservation's payable one, superseding the older pending orders."""
+    """Make the order its reservation's payable one, superseding the older pending orders.
+
+    With a creation deadline, the claim is refused (CreationAbandoned, nothing written) past
+    it or once the API gave up on the order.
+    """
     order_request = request.order
     insert_ignoring_conflict(
         session,
@@ -50,6 +60,12 @@ def claim_reservation(session: Session, *, request: ClaimRequest, now: datetime)
         # A retried claim: report what the first one did.
         superseded = session.exec(select(Order.id).where(Order.superseded_by == existing.id)).all()
         return Claim(kind=OrderKind(existing.kind), superseded_order_ids=list(superseded))
+    if request.create_deadline is not None:
+        if now >= request.create_deadline:
+            raise CreationAbandoned("past its creation deadline")
+        verdict = _decide_creation(session, order_request.order_id, CreationVerdict.MADE, now)
+        if verdict is not CreationVerdict.MADE:
+            raise CreationAbandoned("the API answered that it could not be made")
 
     kind = OrderKind.RENEWAL if is_active(reservation, now) else OrderKind.BOOKING
     older = session.exec(
@@ -72,6 +88,7 @@ def claim_reservation(session: Session, *, request: ClaimRequest, now: datetime)
             currency=order_request.currency,
             status=OrderStatus.PENDING,
             gateway=order_request.gateway,
+            qr_code=request.qr_code,
             request_fingerprint=order_request.request_fingerprint,
             expires_at=request.expires_at,
             created_at=now,
@@ -81,6 +98,34 @@ def claim_reservation(session: Session, *, request: ClaimRequest, now: datetime)
     reservation.payable_order_id = order_request.order_id
     reservation.updated_at = now
     return Claim(kind=kind, superseded_order_ids=[order.id for order in older])
+
+
+def abandon_creation(session: Session, *, order_id: str, now: datetime) -> bool:
+    """Give up on making the order unless it was made already; True if it stands made.
+
+    First writer wins against the claim, so an order given up on can never be made later.
+    """
+    made = _decide_creation(session, order_id, CreationVerdict.ABANDONED, now)
+    # Orders claimed before creations had verdicts exist without one.
+    return made is CreationVerdict.MADE or session.get(Order, order_id) is not None
+
+
+def _decide_creation(
+    session: Session, order_id: str, verdict: CreationVerdict, now: datetime
+) -> CreationVerdict:
+    """The verdict on the order's creation: `verdict`, unless another was reached first."""
+    insert_ignoring_conflict(
+        session,
+        OrderCreation,
+        {"order_id": order_id, "verdict": verdict, "decided_at": now},
+        conflict_on=["order_id"],
+    )
+    stands = session.exec(
+        select(OrderCreation.verdict)
+        .where(OrderCreation.order_id == order_id)
+        .execution_options(populate_existing=True)
+    ).one()
+    return CreationVerdict(stands)
 
 
 def record_qr_code(session: Session, *, order_id: str, qr_code: str, now: datetime) -> None:

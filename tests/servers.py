@@ -22,7 +22,15 @@ def free_port() -> int:
 async def serving(app: FastAPI, port: int) -> AsyncIterator[str]:
     """Serve `app` in this event loop; yields its base URL."""
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="on",
+            # As `paysaga api` serves it: the app alone judges X-Forwarded-For.
+            proxy_headers=False,
+        )
     )
     task = asyncio.create_task(server.serve())
     while not server.started:

@@ -93,6 +93,8 @@ def running_system(home: Path, database_url: str) -> Iterator[System]:
         "PAYSAGA_API_KEYS": API_KEY,
         "PAYSAGA_SANDBOX_URL": sandbox_url,
         "PAYSAGA_PAYMENT_CREATE_TIMEOUT_SECONDS": "3",
+        # The scenarios poll orders often; the budget itself is tested elsewhere.
+        "PAYSAGA_RATE_LIMIT_REQUESTS": "1000000",
     }
     supervisor = Supervisor(env=base_env, log_dir=home / "logs")
     settings = Settings(home=home, sandbox_url=sandbox_url)

@@ -6,6 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from threading import Barrier
 
+import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
@@ -288,3 +289,40 @@ def race_refund_and_payment(engine: Engine, refund: RefundOrder, *, trade_no: st
     with ThreadPoolExecutor(max_workers=2) as pool:
         for done in [pool.submit(complete), pool.submit(settle)]:
             done.result()
+
+
+def test_an_order_given_up_on_is_never_claimed_and_a_claimed_one_stands(engine: Engine) -> None:
+    def claim_with_deadline(order_id: str, deadline: datetime) -> None:
+        request = ClaimRequest(
+            order=OrderRequest(
+                order_id=order_id,
+                reservation_id="room-1",
+                days=1,
+                amount_cents=990,
+                currency="CNY",
+                request_fingerprint="f",
+                payment_timeout_seconds=900,
+                payment_create_timeout_seconds=20,
+            ),
+            expires_at=NOW + timedelta(minutes=15),
+            qr_code=f"https://qr.test/{order_id}",
+            create_deadline=deadline,
+        )
+        with transaction(engine) as session:
+            orders.claim_reservation(session, request=request, now=NOW)
+
+    with transaction(engine) as session:
+        assert not orders.abandon_creation(session, order_id="o-given-up", now=NOW)
+    with pytest.raises(orders.CreationAbandoned, match="could not be made"):
+        claim_with_deadline("o-given-up", NOW + timedelta(seconds=20))
+    with pytest.raises(orders.CreationAbandoned, match="deadline"):
+        claim_with_deadline("o-late", NOW)
+    with transaction(engine) as session:
+        # Refused claims leave nothing behind, not even the reservation.
+        assert orders.get_reservation(session, "room-1") is None
+
+    claim_with_deadline("o-made", NOW + timedelta(seconds=20))
+    with transaction(engine) as session:
+        assert orders.abandon_creation(session, order_id="o-made", now=NOW)
+        made = orders.get_order(session, "o-made")
+        assert made is not None and made.qr_code == "https://qr.test/o-made"

@@ -1,7 +1,9 @@
-"""The order saga: one workflow per order, from its claim to its final status.
+"""The order saga: one workflow per order, from its payment's creation to its final status.
 
-1. claim the reservation, superseding its older pending orders (they close their trades);
-2. create the payment at the gateway (a QR code);
+1. create the payment at the gateway (a QR code);
+2. claim the reservation with it, superseding its older pending orders (they close their
+   trades) — unless the API has given up on the order, in which case the trade is closed and
+   no order is made;
 3. wait for a payment, a cancel, being superseded, or the payment timeout;
 4. on timeout ask the gateway first (a lost notification must not expire a paid order), then
    close the trade and expire — unless the trade turns out paid, in which case the payment wins;
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -35,9 +38,16 @@ with workflow.unsafe.imports_passed_through():
         TradeRef,
     )
     from core.temporal import failure_reason
-    from core.vocabulary import OrderStatus, order_workflow_id
+    from core.vocabulary import OrderKind, OrderStatus, order_workflow_id
     from workflows import search_attributes
     from workflows.steps import DATABASE_STEP, GATEWAY_STEP, refused_for_good, settle
+
+
+# Sagas from this change on create the payment before they claim the reservation.
+PAYMENT_BEFORE_CLAIM = "payment-before-claim"
+# Claiming is one short database transaction: a worker lost in the middle of it is given up on
+# after this, and the claim retried elsewhere within the creation budget.
+CREATION_STEP_TIMEOUT = timedelta(seconds=5)
 
 
 @workflow.defn
@@ -67,32 +77,128 @@ class OrderWorkflow:
             await workflow.wait_condition(workflow.all_handlers_finished)
             return OrderOutcome(order_id=request.order_id, status=OrderStatus.CANCELLED)
         expires_at = workflow.now() + timedelta(seconds=request.payment_timeout_seconds)
-        claim = await workflow.execute_activity_method(
-            OrderActivities.claim_reservation,
-            ClaimRequest(order=request, expires_at=expires_at),
-            **DATABASE_STEP,
-        )
-        await self._supersede(claim.superseded_order_ids)
-        qr_code = await self._create_payment(expires_at, claim.kind)
-        if qr_code is not None:
-            instructions = PaymentInstructions(
-                order_id=request.order_id,
-                reservation_id=request.reservation_id,
-                kind=claim.kind,
-                amount_cents=request.amount_cents,
-                currency=request.currency,
-                qr_code=qr_code,
-                expires_at=expires_at,
-            )
-            await workflow.execute_activity_method(
-                OrderActivities.record_payment_instructions, instructions, **DATABASE_STEP
-            )
+        if workflow.patched(PAYMENT_BEFORE_CLAIM):
+            instructions = await self._make_order(expires_at)
+        else:
+            instructions = await self._make_order_claiming_first(expires_at)
+        if instructions is None:
+            # No order was made (there is no row to end): the saga tells so in the UI.
+            self._set_status(OrderStatus.CANCELLED)
+        else:
             # Only now may the API answer: a client that GETs the order must see its QR code.
             self._instructions = instructions
             await self._await_outcome(expires_at)
         await self._settle_payments()
         await workflow.wait_condition(workflow.all_handlers_finished)
         return OrderOutcome(order_id=request.order_id, status=self._status)
+
+    async def _make_order(self, expires_at: datetime) -> PaymentInstructions | None:
+        """Create the payment, then claim the reservation with it; None if no order was made.
+
+        The gateway is asked first, so that an order whose payment cannot be created never
+        claims its reservation nor supersedes anything: the API's 503 then means nothing was
+        made. The claim is refused past the creation deadline, or once the API gave up.
+        """
+        request = self._request
+        try:
+            qr_code = await self._create_payment(
+                expires_at, f"Reservation {request.reservation_id}: {request.days} days"
+            )
+        except ActivityError as failure:
+            self._creation_failure = (
+                f"the payment gateway could not create the payment: {failure_reason(failure)}"
+            )
+            return None
+        claim_request = ClaimRequest(
+            order=request,
+            expires_at=expires_at,
+            qr_code=qr_code,
+            create_deadline=self._create_deadline,
+        )
+        try:
+            claim = await workflow.execute_activity_method(
+                OrderActivities.claim_reservation, claim_request, **self._creation_step()
+            )
+        except ActivityError:
+            # Refused, or no answer in time: one verdict, shared with the API, says whether
+            # the order was made after all (a claim whose answer was lost) or never will be.
+            made: bool = await workflow.execute_activity_method(
+                OrderActivities.abandon_creation, request.order_id, **DATABASE_STEP
+            )
+            if not made:
+                await self._withdraw_payment()
+                self._creation_failure = "the order could not be made in time"
+                return None
+            claim = await workflow.execute_activity_method(
+                OrderActivities.claim_reservation, claim_request, **DATABASE_STEP
+            )
+        await self._supersede(claim.superseded_order_ids)
+        return self._instructions_of(claim.kind, qr_code, expires_at)
+
+    async def _make_order_claiming_first(self, expires_at: datetime) -> PaymentInstructions | None:
+        """How sagas started before PAYMENT_BEFORE_CLAIM made their order: kept so that they
+        replay as they ran."""
+        request = self._request
+        claim = await workflow.execute_activity_method(
+            OrderActivities.claim_reservation,
+            ClaimRequest(order=request, expires_at=expires_at),
+            **DATABASE_STEP,
+        )
+        await self._supersede(claim.superseded_order_ids)
+        subject = f"Reservation {request.reservation_id}: {claim.kind}, {request.days} days"
+        try:
+            qr_code = await self._create_payment(expires_at, subject)
+        except ActivityError as failure:
+            reason = f"the payment gateway could not create the payment: {failure_reason(failure)}"
+            await self._end(OrderStatus.CANCELLED, reason)
+            # Only now may the API answer 503: the order must already read as cancelled.
+            self._creation_failure = reason
+            return None
+        instructions = self._instructions_of(claim.kind, qr_code, expires_at)
+        await workflow.execute_activity_method(
+            OrderActivities.record_payment_instructions, instructions, **DATABASE_STEP
+        )
+        return instructions
+
+    def _instructions_of(
+        self, kind: OrderKind, qr_code: str, expires_at: datetime
+    ) -> PaymentInstructions:
+        request = self._request
+        return PaymentInstructions(
+            order_id=request.order_id,
+            reservation_id=request.reservation_id,
+            kind=kind,
+            amount_cents=request.amount_cents,
+            currency=request.currency,
+            qr_code=qr_code,
+            expires_at=expires_at,
+        )
+
+    def _creation_step(self) -> dict[str, Any]:
+        """A creation step fits the creation budget: a worker lost in the middle of one is
+        noticed in seconds, and no retry outlives the deadline."""
+        return {
+            "start_to_close_timeout": CREATION_STEP_TIMEOUT,
+            "schedule_to_close_timeout": max(
+                self._create_deadline - workflow.now(), timedelta(seconds=1)
+            ),
+            "retry_policy": RetryPolicy(maximum_interval=timedelta(seconds=1)),
+        }
+
+    async def _withdraw_payment(self) -> None:
+        """No order was made: close its trade so that nobody can pay it (compensation)."""
+        try:
+            await workflow.execute_activity_method(
+                PaymentActivities.close_trade, self._trade, **GATEWAY_STEP
+            )
+        except ActivityError as failure:
+            if refused_for_good(failure) is None:
+                raise
+            # Nobody was shown the QR code, so nobody can pay it: nothing is left to do.
+            workflow.logger.warning(
+                "order %s was not made and the gateway refused to close its trade",
+                self._request.order_id,
+            )
 
     @workflow.update
     async def payment_instructions(self) -> PaymentInstructions:
@@ -141,30 +247,24 @@ class OrderWorkflow:
 
         await asyncio.gather(*(tell(order_id) for order_id in order_ids))
 
-    async def _create_payment(self, expires_at: datetime, kind: str) -> str | None:
+    async def _create_payment(self, expires_at: datetime, subject: str) -> str:
+        """The QR code; raises ActivityError when the gateway cannot make it in time."""
         request = self._request
-        try:
-            qr_code: str = await workflow.execute_activity_method(
-                PaymentActivities.create_payment,
-                PaymentRequest(
-                    gateway=request.gateway,
-                    order_id=request.order_id,
-                    amount_cents=request.amount_cents,
-                    subject=f"Reservation {request.reservation_id}: {kind}, {request.days} days",
-                    expires_at=expires_at,
-                ),
-                start_to_close_timeout=timedelta(seconds=10),
-                schedule_to_close_timeout=max(
-                    self._create_deadline - workflow.now(), timedelta(seconds=1)
-                ),
-                retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=2)),
-            )
-        except ActivityError as failure:
-            reason = f"the payment gateway could not create the payment: {failure_reason(failure)}"
-            await self._end(OrderStatus.CANCELLED, reason)
-            # Only now may the API answer 503: the order must already read as cancelled.
-            self._creation_failure = reason
-            return None
+        qr_code: str = await workflow.execute_activity_method(
+            PaymentActivities.create_payment,
+            PaymentRequest(
+                gateway=request.gateway,
+                order_id=request.order_id,
+                amount_cents=request.amount_cents,
+                subject=subject,
+                expires_at=expires_at,
+            ),
+            start_to_close_timeout=timedelta(seconds=10),
+            schedule_to_close_timeout=max(
+                self._create_deadline - workflow.now(), timedelta(seconds=1)
+            ),
+            retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=2)),
+        )
         return qr_code
 
     async def _await_outcome(self, expires_at: datetime) -> None:

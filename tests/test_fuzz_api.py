@@ -1,0 +1,180 @@
+"""Schemathesis over the API's own OpenAPI schema, against the real app over HTTP: a real
+database (PAYSAGA_TEST_DATABASE), a real Temporal dev server, a real worker and the sandbox.
+Whatever the schema allows, and much it does not, is answered without a server error and as
+the schema says."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import requests
+import schemathesis
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from schemathesis import Case
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from api.app import create_app
+from paysaga.temporal_server import FAST_POLLING, installed_binary
+from tests.databases import database_url
+from tests.fuzzing import AUTHORIZATION, ODD_TEXT, api_settings, held_in_thread, report
+from tests.rig import running_worker
+from tests.servers import free_port, serving
+from workflows import search_attributes
+
+pytestmark = pytest.mark.slow
+DATABASE_KIND = os.environ.get("PAYSAGA_TEST_DATABASE", "sqlite")
+# Generated cases per operation, besides Schemathesis' own boundary cases (its coverage phase).
+EXAMPLES = 150
+
+# A callback is taken only once the gateway's signature over its body verifies, which no schema
+# can state: a request the schema allows is refused as unsigned, 400, as documented. Schemathesis'
+# default statuses for a request the schema allows, and that 400.
+ACCEPTED_OR_UNSIGNED = ["2xx", "3xx", "400", "401", "403", "404", "409", "429", "5xx"]
+# The contract as the app states it; the `api` fixture checks that it is what the app serves.
+CONTRACT = create_app(api_settings(Path("unused"), "sqlite://")).openapi()
+schema = schemathesis.openapi.from_dict(
+    CONTRACT,
+    config=schemathesis.Config.from_dict(
+        {
+            "operations": [
+                {
+                    "include-path": "/v1/callbacks/{gateway}",
+                    "checks": {
+                        "positive_data_acceptance": {"expected-statuses": ACCEPTED_OR_UNSIGNED}
+                    },
+                }
+            ]
+        }
+    ),
+)
+# Path parameters that name something that exists; the `api` fixture adds the orders it makes.
+KNOWN: dict[str, tuple[str, ...]] = {
+    "gateway": ("alipay", "wechatpay"),
+    "reservation_id": ("fuzz-room-1", "fuzz-room-2"),
+}
+
+
+@schema.hook
+def flatmap_path_parameters(
+    context: schemathesis.HookContext, path_parameters: dict[str, Any]
+) -> st.SearchStrategy[dict[str, Any]]:
+    """Besides what Schemathesis makes (never a NUL in a path): names that exist, so that
+    cases reach past 404, and odd text, which the schema allows."""
+    if not path_parameters:
+        return st.just(path_parameters)
+
+    def replaced(name: str) -> st.SearchStrategy[dict[str, Any]]:
+        existing = st.sampled_from(KNOWN[name]) if name in KNOWN else st.nothing()
+        return st.one_of(existing, ODD_TEXT).map(lambda value: {**path_parameters, name: value})
+
+    return st.one_of(
+        st.just(path_parameters), st.sampled_from(sorted(path_parameters)).flatmap(replaced)
+    )
+
+
+@asynccontextmanager
+async def api_on_temporal(home: Path, database: str) -> AsyncIterator[str]:
+    """The API served over HTTP, with a worker and the sandbox behind it on a Temporal dev
+    server of its own; yields the API's base URL."""
+    async with AsyncExitStack() as stack:
+        env = await WorkflowEnvironment.start_local(
+            dev_server_existing_path=installed_binary("temporal"),
+            data_converter=pydantic_data_converter,
+            search_attributes=search_attributes.ALL,
+            dev_server_extra_args=[
+                arg for value in FAST_POLLING for arg in ("--dynamic-config-value", value)
+            ],
+        )
+        await stack.enter_async_context(env)
+        with pytest.MonkeyPatch.context() as environment:
+            # The rig's worker reads its database from the environment, as `paysaga worker`
+            # does: so it works on the database under test, not a SQLite file of its own.
+            environment.setenv("PAYSAGA_DATABASE_URL", database)
+            rig = await stack.enter_async_context(
+                running_worker(env.client, home, f"fuzz-{uuid.uuid4()}")
+            )
+        settings = api_settings(
+            home,
+            database,
+            temporal_address=env.client.service_client.config.target_host,
+            task_queue=rig.task_queue,
+            sandbox_url=rig.sandbox.url,
+            payment_create_timeout_seconds=5,
+        )
+        yield await stack.enter_async_context(serving(create_app(settings), free_port()))
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    home = tmp_path_factory.mktemp("fuzz-api")
+    with (
+        database_url(DATABASE_KIND, home) as database,
+        held_in_thread(lambda: api_on_temporal(home, database)) as url,
+        httpx.Client(base_url=url, headers=AUTHORIZATION, timeout=30) as http,
+    ):
+        assert http.get("/openapi.json").json() == CONTRACT
+        pending = _created(http, {"reservation_id": "fuzz-room-1", "days": 1})
+        cancelled = _created(
+            http, {"reservation_id": "fuzz-room-2", "days": 2, "gateway": "wechatpay"}
+        )
+        assert http.post(f"/v1/orders/{cancelled}/cancel").status_code == 200
+        KNOWN["order_id"] = (pending, cancelled)
+        yield url
+
+
+def _created(http: httpx.Client, body: dict[str, Any]) -> str:
+    response = http.post("/v1/orders", json=body)
+    assert response.status_code == 201, response.text
+    order_id: str = response.json()["order_id"]
+    return order_id
+
+
+@pytest.fixture(scope="module")
+def session() -> Iterator[requests.Session]:
+    with requests.Session() as http:
+        yield http
+
+
+@pytest.fixture(scope="module")
+def cases() -> Counter[str]:
+    """Cases run so far in this module, by operation."""
+    return Counter()
+
+
+@pytest.fixture
+def tally(cases: Counter[str], capsys: pytest.CaptureFixture[str]) -> Iterator[Counter[str]]:
+    """The cases of one operation's test, said once it is over, with the module's total."""
+    mine: Counter[str] = Counter()
+    yield mine
+    cases.update(mine)
+    for label, count in mine.items():
+        report(
+            capsys,
+            f"schemathesis {label} on {DATABASE_KIND}: {count} cases "
+            f"(so far {sum(cases.values())} cases over {len(cases)} operations)",
+        )
+
+
+@schema.parametrize()
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    database=None,
+    # `tally` counts every case of an operation: that it outlives one case is the point.
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+def test_the_api_answers_every_request_without_a_server_error(
+    case: Case[Any], api: str, session: requests.Session, tally: Counter[str]
+) -> None:
+    tally[case.operation.label] += 1
+    case.call_and_validate(base_url=api, session=session, headers=AUTHORIZATION, timeout=60)
