@@ -26,18 +26,19 @@ class OrderCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reservation_id: ReservationId
-    days: Annotated[int, BeforeValidator(_whole_number), Field(ge=1, le=365, strict=True)]
+    days: Annotated[int, Field(ge=1, le=365, strict=True), BeforeValidator(_whole_number)]
     # Left out: the service's default gateway (PAYSAGA_DEFAULT_GATEWAY).
     gateway: Gateway | None = None
     expected_amount: Annotated[
         Decimal | None,
         Field(default=None, gt=0, max_digits=11, decimal_places=2),
-        # What the field takes, said exactly: a positive number, or the same as a string of
-        # digits with at most two decimals.
+        # What the field takes, said exactly: an amount as a string of digits with at most two
+        # decimals ("29.70"), or a whole number of yuan. (A JSON number with decimals is taken
+        # too, but binary floats cannot state "two decimals at most" in a schema.)
         WithJsonSchema(
             {
                 "anyOf": [
-                    {"type": "number", "exclusiveMinimum": 0, "maximum": 999999999.99},
+                    {"type": "integer", "minimum": 1, "maximum": 999999999},
                     {"type": "string", "pattern": POSITIVE_AMOUNT},
                     {"type": "null"},
                 ]
