@@ -14,6 +14,7 @@ from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -27,6 +28,8 @@ SANDBOX_WECHATPAY_MCHID = "1900000109"
 SANDBOX_WECHATPAY_APPID = "wx8888888888888888"
 SANDBOX_WECHATPAY_MERCHANT_SERIAL = "0123456789ABCDEF0123456789ABCDEF01234567"
 SANDBOX_WECHATPAY_PUBLIC_KEY_ID = "PUB_KEY_ID_0119000001092026112300000000000001"
+# Long enough that guessing one is hopeless (about 190 bits as URL-safe base64).
+MIN_API_KEY_CHARS = 32
 PLACEHOLDERS = frozenset({"", "changeme", "change-me", "secret", "dev", "test"})
 
 
@@ -141,9 +144,32 @@ class Settings(BaseSettings):
             raise SettingsError("production mode needs PAYSAGA_DATABASE_URL")
         if not self.api_key_list or any(k.lower() in PLACEHOLDERS for k in self.api_key_list):
             raise SettingsError("production mode needs real PAYSAGA_API_KEYS (comma-separated)")
+        if any(len(key) < MIN_API_KEY_CHARS for key in self.api_key_list):
+            raise SettingsError(
+                f"production mode needs PAYSAGA_API_KEYS of {MIN_API_KEY_CHARS} characters or more"
+            )
+        if "public_base_url" not in self.model_fields_set:
+            # The gateways' notify_url is built from it: a default would send them nowhere.
+            raise SettingsError("production mode needs an explicit PAYSAGA_PUBLIC_BASE_URL")
+        for name, url in self._gateway_urls():
+            if urlsplit(url).scheme != "https":
+                raise SettingsError(f"production mode needs an https {name}, not {url}")
+            if url.rstrip("/").startswith(self.sandbox_url.rstrip("/")):
+                raise SettingsError(f"production mode may not use the sandbox as {name}")
+        if self.alipay is not None and self.alipay.seller_id is None:
+            # Notifications are checked against it: without it, any seller's trade would do.
+            raise SettingsError("production mode needs PAYSAGA_ALIPAY_SELLER_ID with Alipay")
         for path in self._key_files():
             if not path.is_file():
                 raise SettingsError(f"key file {path} does not exist")
+
+    def _gateway_urls(self) -> list[tuple[str, str]]:
+        urls = []
+        if (alipay := self.alipay) is not None:
+            urls.append(("PAYSAGA_ALIPAY_GATEWAY_URL", alipay.gateway_url))
+        if (wechatpay := self.wechatpay) is not None:
+            urls.append(("PAYSAGA_WECHATPAY_GATEWAY_URL", wechatpay.gateway_url))
+        return urls
 
     def _key_files(self) -> list[Path]:
         files = []

@@ -94,6 +94,7 @@ def production_environment(tmp_path: Path) -> dict[str, object]:
         "mode": "production",
         "database_url": "postgresql://db/paysaga",
         "api_keys": "psk_live_0123456789abcdef0123456789",
+        "public_base_url": "https://pay.example.com",
         "wechatpay_gateway_url": "https://api.mch.weixin.qq.com",
         "wechatpay_mchid": "1900000109",
         "wechatpay_appid": "wx0123456789abcdef",
@@ -118,3 +119,47 @@ def test_production_offers_only_the_configured_gateways(tmp_path: Path) -> None:
     (tmp_path / "apiv3.key").unlink()
     with pytest.raises(ValidationError, match="apiv3.key does not exist"):
         Settings.model_validate(wechatpay_only)
+
+
+@pytest.mark.parametrize(
+    ("change", "complaint"),
+    [
+        ({"api_keys": "psk_live_short"}, "32 characters or more"),
+        ({"public_base_url": None}, "explicit PAYSAGA_PUBLIC_BASE_URL"),
+        ({"wechatpay_gateway_url": "http://api.mch.weixin.qq.com"}, "https"),
+        ({"wechatpay_gateway_url": "https://sandbox.test:8300"}, "sandbox"),
+    ],
+)
+def test_production_refuses_what_would_be_unsafe(
+    tmp_path: Path, change: dict[str, object], complaint: str
+) -> None:
+    settings: dict[str, object] = {
+        **production_environment(tmp_path),
+        "default_gateway": "wechatpay",
+        "sandbox_url": "https://sandbox.test:8300",
+    }
+    Settings.model_validate(settings)  # complete and safe: accepted
+    settings.update(change)
+    if change.get("public_base_url", "") is None:
+        del settings["public_base_url"]
+    with pytest.raises(ValidationError, match=complaint):
+        Settings.model_validate(settings)
+
+
+def test_production_alipay_needs_its_seller_id(tmp_path: Path) -> None:
+    keys = [tmp_path / "app.pem", tmp_path / "alipay.pem"]
+    for key in keys:
+        key.write_text("key")
+    alipay: dict[str, object] = {
+        "mode": "production",
+        "database_url": "postgresql://db/paysaga",
+        "api_keys": "psk_live_0123456789abcdef0123456789",
+        "public_base_url": "https://pay.example.com",
+        "alipay_gateway_url": "https://openapi.alipay.com/gateway.do",
+        "alipay_app_id": "2021000000000001",
+        "alipay_app_private_key_file": keys[0],
+        "alipay_public_key_file": keys[1],
+    }
+    with pytest.raises(ValidationError, match="PAYSAGA_ALIPAY_SELLER_ID"):
+        Settings.model_validate(alipay)
+    assert Settings.model_validate({**alipay, "alipay_seller_id": "2088000000000042"}).alipay
