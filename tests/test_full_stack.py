@@ -790,10 +790,18 @@ async def test_a_payment_made_while_temporal_is_down_is_not_lost(
         assert [p["status"] for p in recorded["payments"]] == ["received"]
         notes = (await sandbox.trade(order["order_id"]))["notifications"]
         assert not any(note["delivered"] for note in notes)
+        # No order can be made meanwhile, and the API says so once, in its answer.
+        orphan = reservation()
+        refused = await shop.create(orphan)
+        assert refused.status_code == 503 and "Temporal" in refused.json()["detail"]
     finally:
         system.start_temporal()
     await shop.settled(order["order_id"], "paid", seconds=90)
     assert await conserved(shop, sandbox, room) == Decimal("29.70")
+    gone = await shop.http.get(f"{system.api_urls[0]}/v1/reservations/{orphan}")
+    assert gone.status_code == 404, gone.text
+    for log in system.logs.glob("api-*.log"):
+        assert "never retrieved" not in log.read_text(), log
 
 
 # The database behind a relay the test can cut exists on PostgreSQL only: SQLite is a file
