@@ -52,6 +52,7 @@ from tests.notifications import Callback, alipay_callback, wechatpay_callback
 from tests.rig import Sandbox
 from tests.servers import free_port, serving
 from tests.system import API_KEY, TASK_QUEUE, System, running_system
+from tests.test_callback_door import signed
 from workflows.reconcile import ReconcileWorkflow
 
 pytestmark = pytest.mark.slow
@@ -664,17 +665,55 @@ async def test_an_unreachable_gateway_gives_503_and_no_payable_order(
 
 @asynccontextmanager
 async def api_without_temporal(system: System) -> AsyncIterator[str]:
-    """An API process of ours that cannot reach Temporal; yields its URL."""
-    settings = Settings(
-        home=system.keys_dir.parent,
-        database_url=system.database_url,
-        temporal_address=f"127.0.0.1:{free_port()}",  # no Temporal there
-        api_keys=API_KEY,
-        sandbox_url=system.sandbox_url,
-    )
-    port = free_port()
-    async with serving(create_app(settings), port) as url:
+    """An API of ours that cannot reach Temporal; yields its URL."""
+    async with own_api(system, temporal_address=f"127.0.0.1:{free_port()}") as url:
         yield url
+
+
+@asynccontextmanager
+async def own_api(system: System, **settings: Any) -> AsyncIterator[str]:
+    """One more API of ours over the system's database and Temporal, with `settings`."""
+    app = create_app(
+        Settings(
+            **{
+                "home": system.keys_dir.parent,
+                "database_url": system.database_url,
+                "temporal_address": system.temporal_address,
+                "task_queue": TASK_QUEUE,
+                "api_keys": API_KEY,
+                "sandbox_url": system.sandbox_url,
+                **settings,
+            }
+        )
+    )
+    async with serving(app, free_port()) as url:
+        yield url
+
+
+async def test_a_signed_request_is_taken_once_and_a_busy_client_waits_its_turn(
+    shop: Shop, system: System
+) -> None:
+    body = json.dumps({"reservation_id": reservation(), "days": 1, "gateway": "wechatpay"})
+    headers = {
+        "Content-Type": "application/json",
+        **signed(API_KEY, "POST", "/v1/orders", body.encode()),
+    }
+    async with httpx.AsyncClient(timeout=30) as client:
+        made = await client.post(f"{system.api_urls[0]}/v1/orders", content=body, headers=headers)
+        assert made.status_code == 201, made.text
+        # Captured and sent again, to this API process or another: the nonce was seen.
+        for api_url in system.api_urls:
+            again = await client.post(f"{api_url}/v1/orders", content=body, headers=headers)
+            assert again.status_code == 401 and "replay" in again.json()["detail"]
+
+    path = f"/v1/orders/{made.json()['order_id']}"
+    async with own_api(system, rate_limit_requests=3, rate_limit_window_seconds=2) as url:
+        answers = [await shop.http.get(url + path) for _ in range(4)]
+        assert [answer.status_code for answer in answers] == [200, 200, 200, 429]
+        wait = int(answers[-1].headers["Retry-After"])
+        assert 1 <= wait <= 2
+        await asyncio.sleep(wait)
+        assert (await shop.http.get(url + path)).status_code == 200
 
 
 async def test_without_temporal_nothing_is_made_and_no_payment_is_lost(
