@@ -86,9 +86,9 @@ async def create_order(
 
     `gateway` picks the gateway the buyer pays through (default: the service's default); one
     that is not offered here is 422, naming those that are. The amount is days × the price
-    per day. If `expected_amount` (what the client's page
-    showed) differs, nothing is created and 409 gives the current amount. A new order
-    supersedes the reservation's older pending ones.
+    per day. If `expected_amount` (what the client's page showed) differs, nothing is created
+    and 409 gives the current amount. A new order supersedes the reservation's older pending
+    ones. A 503 means that no order was made, nor ever will be.
     """
     settings = state.settings
     gateway = body.gateway or settings.default_gateway
