@@ -28,6 +28,7 @@ from temporalio.service import RPCError
 from api.deps import AppState, State
 from api.limits import BodyTooLarge
 from api.problems import ApiProblem
+from api.schemas import is_plain_id
 from api.temporal import is_not_found, reaching_temporal
 from core.contracts import PaymentNotice
 from core.vocabulary import Gateway, late_payment_workflow_id, order_workflow_id
@@ -46,8 +47,6 @@ from store.models import PaymentStatus
 from workflows.late_payment import LatePaymentWorkflow
 from workflows.order import OrderWorkflow
 
-# What our order ids and the gateways' trade numbers look like.
-_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 router = APIRouter(prefix="/v1/callbacks", tags=["callbacks"])
 # No notification of any gateway comes near this; a larger body is refused unread.
 MAX_BODY_BYTES = 65536
@@ -149,14 +148,13 @@ def _record_notification(
         session, scope=event.gateway, nonce=event.nonce, now=now, window=FRESHNESS_WINDOW
     ):
         raise Refused(400, f"nonce {event.nonce!r} was seen before: a replay", body)
-    # Our order ids, and the gateways' trade numbers, are short and plain: anything else is no
-    # trade of ours, and must not reach the database (PostgreSQL refuses NUL, columns are 64).
+    # Anything but a plain id is no trade of ours, and must not reach the database.
     order = (
-        orders.get_order(session, event.out_trade_no) if _ID.fullmatch(event.out_trade_no) else None
+        orders.get_order(session, event.out_trade_no) if is_plain_id(event.out_trade_no) else None
     )
     if order is None:
         raise Refused(404, f"no order {event.out_trade_no!r}", body)
-    if event.trade_no is not None and not _ID.fullmatch(event.trade_no):
+    if event.trade_no is not None and not is_plain_id(event.trade_no):
         raise Refused(400, f"trade number {event.trade_no!r} is not one a gateway gives", body)
     if order.gateway != event.gateway:
         raise Refused(404, f"order {order.id!r} is not paid through {event.gateway}", body)

@@ -24,6 +24,8 @@ from api.breakers import refuse_failing_gateway
 from api.deps import AppState, ClientIdentity, State
 from api.problems import ApiProblem
 from api.schemas import (
+    ID_CHARS,
+    PLAIN_ID,
     OrderCreate,
     OrderPublic,
     PriceChanged,
@@ -46,9 +48,7 @@ from workflows.order import OrderWorkflow
 router = APIRouter(prefix="/v1", tags=["orders"])
 
 IdempotencyKey = Annotated[str | None, Header(min_length=1, max_length=200)]
-# Ids are plain and short: anything else names nothing, and must not reach the database
-# (PostgreSQL refuses NUL in text).
-OrderId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+OrderId = Annotated[str, Path(min_length=1, max_length=ID_CHARS, pattern=PLAIN_ID)]
 ERRORS: dict[int | str, dict[str, object]] = {
     400: {"model": Problem, "description": "The body is not UTF-8 JSON"},
     401: {"model": Problem, "description": "Missing or wrong API key, or a bad signature"},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Literal
@@ -12,7 +13,15 @@ from core.vocabulary import Gateway, OrderKind, OrderStatus
 
 # 0.01 to 999999999.99, two decimals at most.
 POSITIVE_AMOUNT = r"^(0\.(0[1-9]|[1-9][0-9]?)|[1-9][0-9]{0,8}(\.[0-9]{1,2})?)$"
-ReservationId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+# Ids — ours, and the gateways' trade numbers — are plain and short: anything else names nothing
+# of ours, and must not reach the database (PostgreSQL refuses NUL in text; id columns hold 64).
+PLAIN_ID = r"^[A-Za-z0-9_-]+$"
+ID_CHARS = 64
+ReservationId = Annotated[str, Field(min_length=1, max_length=ID_CHARS, pattern=PLAIN_ID)]
+
+
+def is_plain_id(text: str) -> bool:
+    return 0 < len(text) <= ID_CHARS and re.fullmatch(PLAIN_ID, text) is not None
 
 
 def _whole_number(value: object) -> object:

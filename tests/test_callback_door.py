@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from ipaddress import ip_address, ip_network
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,6 @@ from api.callbacks import MAX_BODY_BYTES
 from api.limits import CLIENT_MAX_BODY_BYTES
 from api.rate_limits import RateLimits
 from api.sources import client_address
-from core.contracts import ClaimRequest, OrderRequest
 from core.settings import (
     SANDBOX_WECHATPAY_APPID,
     SANDBOX_WECHATPAY_MCHID,
@@ -45,10 +44,10 @@ from core.vocabulary import Gateway
 from gateways import wechatpay_signing
 from gateways.alipay_signing import load_private_key
 from paysaga.dev import ensure_dev_keys
-from store import orders
 from store.db import transaction
 from store.models import CallbackAttempt, CallbackRefusal, Order, Payment, Refund
 from tests.notifications import Callback, alipay_callback, wechatpay_callback
+from tests.orders import claim
 from tests.servers import free_port, serving
 
 CLIENT_KEY = "psk_test_door_client_one"
@@ -103,31 +102,11 @@ async def api(engine: Engine, keys: Keys, **settings: Any) -> AsyncIterator[http
         yield http
 
 
-def claim(engine: Engine, order_id: str, gateway: Gateway) -> None:
-    request = OrderRequest(
-        order_id=order_id,
-        reservation_id=f"room-{order_id}",
-        days=3,
-        amount_cents=2970,
-        currency="CNY",
-        gateway=gateway,
-        request_fingerprint="f",
-        payment_timeout_seconds=900,
-        payment_create_timeout_seconds=20,
-    )
-    with transaction(engine) as session:
-        orders.claim_reservation(
-            session,
-            request=ClaimRequest(order=request, expires_at=NOW + timedelta(minutes=15)),
-            now=NOW,
-        )
-
-
 @pytest.fixture
 def books(engine: Engine) -> Engine:
     """A pending order on each gateway."""
-    claim(engine, ALIPAY_ORDER, Gateway.ALIPAY)
-    claim(engine, WECHATPAY_ORDER, Gateway.WECHATPAY)
+    for order_id, gateway in ((ALIPAY_ORDER, Gateway.ALIPAY), (WECHATPAY_ORDER, Gateway.WECHATPAY)):
+        claim(engine, order_id, reservation=f"room-{order_id}", now=NOW, gateway=gateway)
     return engine
 
 

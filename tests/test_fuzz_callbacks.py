@@ -20,7 +20,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
@@ -37,7 +36,6 @@ from sqlalchemy.engine import Engine
 from sqlmodel import col, func, select
 
 from api.app import create_app
-from core.contracts import ClaimRequest, OrderRequest
 from core.settings import (
     SANDBOX_WECHATPAY_APPID,
     SANDBOX_WECHATPAY_MCHID,
@@ -46,12 +44,12 @@ from core.settings import (
 from core.vocabulary import Gateway
 from gateways.alipay_signing import load_private_key, load_public_key
 from paysaga.dev import ensure_dev_keys
-from store import orders
 from store.db import create_db_engine, create_tables, transaction
 from store.models import CallbackAttempt, Order, Payment, Refund, Reservation
 from tests.databases import database_url
 from tests.fuzzing import ODD_TEXT, api_settings, report, texts
 from tests.notifications import Callback, alipay_callback, wechatpay_callback
+from tests.orders import claim
 from tests.servers import free_port, serving
 
 pytestmark = pytest.mark.slow
@@ -167,7 +165,7 @@ async def door(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Door]:
         engine = create_db_engine(url)
         create_tables(engine)
         for gateway in Gateway:
-            _pending_order(engine, gateway)
+            claim(engine, order_id(gateway), reservation=f"fuzz-room-{gateway}", gateway=gateway)
         # Nobody listens there: a refused callback never reaches Temporal.
         settings = api_settings(home, url, temporal_address=f"127.0.0.1:{free_port()}")
         keys = Keys.of(home / "keys")
@@ -175,27 +173,6 @@ async def door(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Door]:
         async with serving(create_app(settings), free_port()) as served:
             yield Door(served, engine, keys, DATABASE_KIND, genuine)
         engine.dispose()
-
-
-def _pending_order(engine: Engine, gateway: Gateway) -> None:
-    now = datetime.now(UTC)
-    request = OrderRequest(
-        order_id=order_id(gateway),
-        reservation_id=f"fuzz-room-{gateway}",
-        days=3,
-        amount_cents=CENTS,
-        currency="CNY",
-        gateway=gateway,
-        request_fingerprint="fuzz",
-        payment_timeout_seconds=900,
-        payment_create_timeout_seconds=20,
-    )
-    with transaction(engine) as session:
-        orders.claim_reservation(
-            session,
-            request=ClaimRequest(order=request, expires_at=now + timedelta(hours=1)),
-            now=now,
-        )
 
 
 # --- what the doors must hold to -----------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from threading import Barrier
+from typing import Any
 
 import pytest
 from sqlalchemy.engine import Engine
@@ -22,37 +23,13 @@ from core.vocabulary import Gateway, OrderKind, OrderStatus
 from store import orders
 from store.db import transaction
 from store.models import Payment, PaymentStatus, Refund, RefundStatus
+from tests.orders import claim as claim_order
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 
-def claim(
-    engine: Engine,
-    order_id: str,
-    *,
-    reservation: str = "room-1",
-    days: int = 3,
-    now: datetime = NOW,
-    gateway: Gateway = Gateway.ALIPAY,
-) -> list[str]:
-    request = OrderRequest(
-        order_id=order_id,
-        reservation_id=reservation,
-        days=days,
-        amount_cents=990 * days,
-        currency="CNY",
-        gateway=gateway,
-        request_fingerprint="f",
-        payment_timeout_seconds=900,
-        payment_create_timeout_seconds=20,
-    )
-    with transaction(engine) as session:
-        result = orders.claim_reservation(
-            session,
-            request=ClaimRequest(order=request, expires_at=now + timedelta(minutes=15)),
-            now=now,
-        )
-    return result.superseded_order_ids
+def claim(engine: Engine, order_id: str, *, now: datetime = NOW, **choices: Any) -> list[str]:
+    return claim_order(engine, order_id, now=now, **choices)
 
 
 def pay(
