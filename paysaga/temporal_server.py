@@ -14,9 +14,15 @@ from pathlib import Path
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
+from temporalio.common import SearchAttributeIndexedValueType
 
 from workflows import search_attributes
 
+# How `temporal server start-dev --search-attribute NAME=TYPE` names each type.
+_CLI_TYPES = {
+    SearchAttributeIndexedValueType.KEYWORD: "Keyword",
+    SearchAttributeIndexedValueType.BOOL: "Bool",
+}
 FAST_POLLING = (
     "history.transferProcessorMaxPollRPS=1000",
     "history.timerProcessorMaxPollRPS=1000",
@@ -54,7 +60,7 @@ def dev_server_command(
         command += ["--db-filename", str(db_file)]
         command += ["--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal"]
     for key in search_attributes.ALL:
-        command += ["--search-attribute", f"{key.name}=Keyword"]
+        command += ["--search-attribute", f"{key.name}={_CLI_TYPES[key.indexed_value_type]}"]
     for value in FAST_POLLING:
         command += ["--dynamic-config-value", value]
     return command
@@ -66,7 +72,7 @@ async def register_search_attributes(client: Client, namespace: str = "default")
         AddSearchAttributesRequest(
             namespace=namespace,
             search_attributes={
-                key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
+                key.name: IndexedValueType.ValueType(key.indexed_value_type.value)
                 for key in search_attributes.ALL
             },
         )
