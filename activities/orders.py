@@ -11,12 +11,14 @@ from temporalio.exceptions import ApplicationError
 from core.contracts import (
     Claim,
     ClaimRequest,
+    OperatorAction,
     OrderEnding,
     PaymentInstructions,
     PaymentNotice,
     Reconciliation,
     RefundFailure,
     RefundOrder,
+    RefundReopening,
     Settlement,
 )
 from core.vocabulary import OrderStatus
@@ -75,6 +77,29 @@ class OrderActivities:
     def end_order(self, ending: OrderEnding) -> OrderStatus:
         with transaction(self._engine) as session:
             return orders.end_order(session, ending=ending, now=_now())
+
+    @activity.defn
+    def extend_deadline(self, action: OperatorAction) -> datetime:
+        with transaction(self._engine) as session:
+            return orders.extend_deadline(session, action=action, now=_now())
+
+    @activity.defn
+    def reopen_refund(self, reopening: RefundReopening) -> bool:
+        """Whether the order stays flagged for another reason."""
+        with transaction(self._engine) as session:
+            return orders.reopen_refund(
+                session, refund=reopening.refund, action=reopening.action, now=_now()
+            )
+
+    @activity.defn
+    def refund_paid_order(self, action: OperatorAction) -> RefundOrder | None:
+        with transaction(self._engine) as session:
+            return orders.refund_paid_order(session, action=action, now=_now())
+
+    @activity.defn
+    def accept_flag(self, action: OperatorAction) -> None:
+        with transaction(self._engine) as session:
+            orders.accept_flag(session, action=action, now=_now())
 
     @activity.defn
     def undecided_payments(self, reconciliation: Reconciliation) -> list[PaymentNotice]:

@@ -17,6 +17,7 @@ refusals cannot fill the disk. Verified ones taken, ignored or flagged stay in t
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, Request, Response
@@ -44,7 +45,8 @@ from gateways.gateway import (
 from store import callbacks, nonces, orders
 from store.db import transaction
 from store.models import PaymentStatus
-from workflows.late_payment import LatePaymentWorkflow
+from workflows import search_attributes
+from workflows.late_payment import LatePaymentWorkflow, late_payment_summary
 from workflows.order import OrderWorkflow
 
 router = APIRouter(prefix="/v1/callbacks", tags=["callbacks"])
@@ -110,7 +112,7 @@ async def notification(gateway: str, request: Request, state: State) -> Response
 
 async def _take(
     state: AppState, door: Gateway, verifier: NotificationVerifier, request: Request, now: datetime
-) -> PaymentNotice | None:
+) -> Handover | None:
     """Check where a callback comes from, then read, verify and record it; the payment to
     hand on, if any. Raises Refused."""
     peer = request.client.host if request.client is not None else None
@@ -140,9 +142,18 @@ def _door(state: AppState, gateway: str) -> tuple[Gateway, NotificationVerifier]
     raise ApiProblem(404, f"no gateway {gateway[:32]!r} here; callbacks are taken for {offered}")
 
 
+@dataclass(frozen=True)
+class Handover:
+    """A recorded payment to hand to a saga, and what the UI shows of its order."""
+
+    notice: PaymentNotice
+    reservation_id: str
+    kind: str
+
+
 def _record_notification(
     session: Session, body: bytes, event: NotifiedEvent, now: datetime
-) -> PaymentNotice | None:
+) -> Handover | None:
     """Record a verified notification; the payment to hand on, if any. Raises Refused."""
     if event.nonce is not None and not nonces.first_sighting(
         session, scope=event.gateway, nonce=event.nonce, now=now, window=FRESHNESS_WINDOW
@@ -181,12 +192,14 @@ def _record_notification(
     )
     payment = orders.record_payment(session, notice=notice, now=now)
     _record(session, event, body, outcome="payment", now=now)
-    # A payment already decided (a repeat of its notification) needs no second hand-over.
-    return notice if payment.status == PaymentStatus.RECEIVED else None
+    if payment.status != PaymentStatus.RECEIVED:
+        return None  # already decided (a repeat of its notification): no second hand-over
+    return Handover(notice, order.reservation_id, order.kind)
 
 
-async def _hand_over(state: AppState, notice: PaymentNotice) -> None:
+async def _hand_over(state: AppState, handover: Handover) -> None:
     """Give the payment to its order's saga, or to a late-payment saga if that has ended."""
+    notice = handover.notice
     with reaching_temporal("recorded but not handed on, send again"):
         handle = state.temporal.get_workflow_handle(order_workflow_id(notice.order_id))
         try:
@@ -200,6 +213,13 @@ async def _hand_over(state: AppState, notice: PaymentNotice) -> None:
                 id=late_payment_workflow_id(notice.gateway, notice.trade_no),
                 task_queue=state.settings.task_queue,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                search_attributes=search_attributes.of_order(
+                    notice.order_id,
+                    gateway=notice.gateway,
+                    reservation_id=handover.reservation_id,
+                    kind=handover.kind,
+                ),
+                static_summary=late_payment_summary(notice),
             )
 
 

@@ -11,12 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Path
 from sqlmodel import Session
 from temporalio.client import WithStartWorkflowOperation, WorkflowUpdateFailedError
-from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-    WorkflowIDReusePolicy,
-)
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
@@ -38,7 +33,7 @@ from api.views import order_public, reservation_public
 from core.contracts import OrderOutcome, OrderRequest
 from core.money import format_amount, to_cents
 from core.temporal import failure_reason
-from core.vocabulary import Gateway, OrderStatus, order_workflow_id
+from core.vocabulary import Gateway, OrderKind, OrderStatus, order_workflow_id
 from store import orders
 from store.db import transaction
 from store.models import Order
@@ -106,10 +101,19 @@ async def create_order(
         )
     fingerprint = _fingerprint(body, gateway)
     order_id = _order_id(client, idempotency_key)
+    now = datetime.now(UTC)
     with transaction(state.engine) as session:
         existing = orders.get_order(session, order_id)
         if existing is not None:
             return _replay(session, existing, fingerprint)
+        reservation = orders.get_reservation(session, body.reservation_id)
+        # What the claim will most likely decide: the saga's summary is written at its start,
+        # before the claim; the order itself, its details and OrderKind say what was decided.
+        kind = (
+            OrderKind.RENEWAL
+            if reservation is not None and orders.is_active(reservation, now)
+            else OrderKind.BOOKING
+        )
 
     await refuse_failing_gateway(state.engine, gateway)
     request = OrderRequest(
@@ -122,6 +126,8 @@ async def create_order(
         request_fingerprint=fingerprint,
         payment_timeout_seconds=settings.payment_timeout_seconds,
         payment_create_timeout_seconds=settings.payment_create_timeout_seconds,
+        late_payment_horizon_seconds=settings.late_payment_horizon_seconds,
+        deadline_extension_seconds=settings.deadline_extension_seconds,
     )
     start = WithStartWorkflowOperation(
         OrderWorkflow.run,
@@ -131,12 +137,17 @@ async def create_order(
         # A retried POST with the same Idempotency-Key joins the order it already started.
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        search_attributes=TypedSearchAttributes(
-            [
-                SearchAttributePair(search_attributes.RESERVATION_ID, body.reservation_id),
-                SearchAttributePair(search_attributes.ORDER_STATUS, OrderStatus.PENDING),
-            ]
+        search_attributes=search_attributes.of_order(
+            order_id,
+            gateway=gateway,
+            reservation_id=body.reservation_id,
+            status=OrderStatus.PENDING,
         ),
+        static_summary=(
+            f"{kind} {body.days} days, {format_amount(amount_cents)} {settings.currency}, "
+            f"{body.reservation_id}"
+        ),
+        static_details=f"order {order_id} through {gateway}",
     )
     problem = await _until_payable(state, start)
     with transaction(state.engine) as session:

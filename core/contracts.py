@@ -33,6 +33,12 @@ class OrderRequest(Contract):
     request_fingerprint: str
     payment_timeout_seconds: int
     payment_create_timeout_seconds: int
+    # How long after its deadline the saga still watches over an unpaid order for a payment that
+    # raced the trade's close, and by how much operators may extend a pending order's deadline
+    # (the trade's own expiry at the gateway is set this much later). Sagas started before
+    # operator actions existed carry neither: zero.
+    late_payment_horizon_seconds: int = 0
+    deadline_extension_seconds: int = 0
 
 
 class ClaimRequest(Contract):
@@ -96,6 +102,8 @@ class RefundOrder(Contract):
     order_id: str
     trade_no: str
     amount_cents: int
+    # Why the money goes back, for the operators' view (absent from older histories).
+    reason: str | None = None
 
 
 class Settlement(Contract):
@@ -104,6 +112,8 @@ class Settlement(Contract):
     outcome: Literal["paid", "refund", "settled_before"]
     order_status: OrderStatus
     refund: RefundOrder | None = None
+    # Whether the order waits for an operator (absent from older histories: not known then).
+    flagged: bool = False
 
 
 class RefundFailure(Contract):
@@ -117,6 +127,40 @@ class OrderEnding(Contract):
     reason: str
     # Why an operator should look at it, when the ending was not clean.
     flag: str | None = None
+
+
+class DeadlineExtension(Contract):
+    """An operator moves a pending order's payment deadline later."""
+
+    until: datetime
+    note: str | None = None
+
+
+class RefundRetry(Contract):
+    """An operator asks for a refund the gateway refused to be tried again."""
+
+    note: str | None = None
+
+
+class Resolution(Contract):
+    """An operator settles a flagged order: refund its payment, or accept it as it is."""
+
+    action: Literal["refund", "accept"]
+    note: str
+
+
+class OperatorAction(Contract):
+    """An operator's action on an order, as the store records it."""
+
+    order_id: str
+    action: Literal["cancel", "extend_deadline", "retry_refund", "refund", "accept"]
+    note: str | None = None
+    until: datetime | None = None
+
+
+class RefundReopening(Contract):
+    refund: RefundOrder
+    action: OperatorAction
 
 
 class Reconciliation(Contract):

@@ -73,6 +73,13 @@ class Settings(BaseSettings):
     currency: str = "CNY"
     payment_timeout_seconds: int = 900
     payment_create_timeout_seconds: int = 20
+    # An unpaid order's saga refunds a late payment itself, keeping the order's story in one
+    # place, for this long after its deadline: both gateways stop re-sending a notification
+    # within 25 hours (Alipay 8 times over about 25 h, WeChat Pay 15 times over about 24 h).
+    late_payment_horizon_seconds: int = 90000
+    # How far past the first deadline operators may extend a pending order's deadline: the
+    # trade's own expiry at the gateway is set this much later.
+    deadline_extension_seconds: int = 3600
     # How often, and after how long, recorded payments no saga decided are handed on again.
     reconcile_every_seconds: int = 300
     reconcile_after_seconds: int = 120

@@ -116,6 +116,20 @@ class Refund(SQLModel, table=True):
     completed_at: datetime | None = utc_field(nullable=True)
 
 
+class OperatorActionRecord(SQLModel, table=True):
+    """What an operator did to an order, with their note: the audit trail of human decisions."""
+
+    __tablename__ = "operator_actions"
+
+    id: int | None = Field(default=None, primary_key=True)
+    order_id: str = Field(foreign_key="orders.id", index=True, max_length=64)
+    action: str = Field(max_length=32)
+    note: str | None = Field(default=None, max_length=500)
+    # The new deadline, for an extension.
+    until: datetime | None = utc_field(nullable=True)
+    at: datetime = utc_field()
+
+
 class CreationVerdict(StrEnum):
     MADE = "made"  # the order was claimed: it exists, with its QR code
     ABANDONED = "abandoned"  # the API answered that no order was made: it never will be

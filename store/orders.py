@@ -9,16 +9,25 @@ refunds never overwrite each other's decisions.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from sqlmodel import Session, col, select
 
-from core.contracts import Claim, ClaimRequest, OrderEnding, PaymentNotice, RefundOrder, Settlement
+from core.contracts import (
+    Claim,
+    ClaimRequest,
+    OperatorAction,
+    OrderEnding,
+    PaymentNotice,
+    RefundOrder,
+    Settlement,
+)
 from core.money import format_amount
 from core.vocabulary import OrderKind, OrderStatus, refund_no_for
 from store.models import (
     CreationVerdict,
+    OperatorActionRecord,
     Order,
     OrderCreation,
     Payment,
@@ -31,6 +40,8 @@ from store.rows import insert_ignoring_conflict
 
 # The flag column's size: reasons beyond it are cut, not refused.
 FLAG_CHARS = 500
+# How a refused refund's flag begins: a retried refund settles it.
+REFUND_FAILED = "refund failed:"
 
 
 def is_active(reservation: Reservation, now: datetime) -> bool:
@@ -185,7 +196,7 @@ def settle_payment(session: Session, *, notice: PaymentNotice, now: datetime) ->
         payment.status = PaymentStatus.ACCEPTED
         payment.updated_at = now
         _pay_order(order, reservation, now)
-        return Settlement(outcome="paid", order_status=OrderStatus.PAID)
+        return Settlement(outcome="paid", order_status=OrderStatus.PAID, flagged=_flagged(order))
 
     if order.status == OrderStatus.PENDING:
         order.status_reason = refusal
@@ -216,6 +227,7 @@ def _refund_payment(
         outcome="refund",
         order_status=OrderStatus(order.status),
         refund=_refund_order(refund, payment),
+        flagged=_flagged(order),
     )
 
 
@@ -223,6 +235,8 @@ def _refusal(order: Order, reservation: Reservation, now: datetime) -> str | Non
     """Why this order cannot be paid now, or None if it can."""
     if order.status == OrderStatus.PAID:
         return "the order was already paid by another trade"
+    if order.superseded_by is not None:
+        return f"the order was superseded by {order.superseded_by}"
     if order.status != OrderStatus.PENDING:
         return f"the order is {order.status}"
     if reservation.payable_order_id != order.id:
@@ -247,23 +261,27 @@ def _pay_order(order: Order, reservation: Reservation, now: datetime) -> None:
 
 
 def _earlier_settlement(session: Session, payment: Payment, order: Order) -> Settlement:
-    status = OrderStatus(order.status)
+    status, flagged = OrderStatus(order.status), _flagged(order)
     if payment.status == PaymentStatus.ACCEPTED:
-        return Settlement(outcome="settled_before", order_status=status)
+        return Settlement(outcome="settled_before", order_status=status, flagged=flagged)
     refund = session.exec(select(Refund).where(Refund.payment_id == payment.id)).one()
     if refund.status == RefundStatus.PENDING:
         # The refund was decided but may not have reached the gateway: run it (idempotently).
         return Settlement(
-            outcome="refund", order_status=status, refund=_refund_order(refund, payment)
+            outcome="refund",
+            order_status=status,
+            refund=_refund_order(refund, payment),
+            flagged=flagged,
         )
-    return Settlement(outcome="settled_before", order_status=status)
+    return Settlement(outcome="settled_before", order_status=status, flagged=flagged)
 
 
 def complete_refund(session: Session, *, refund: RefundOrder, now: datetime) -> OrderStatus:
     """The refund reached the buyer: an order that may no longer be paid ends `refunded`.
 
-    A paid order stays paid, and so does a pending one that is still payable (its payment was
-    of the wrong amount: a right one may yet come).
+    A paid order stays paid while a payment of it stands (a second trade was refunded), and so
+    does a pending one that is still payable (its payment was of the wrong amount: a right one
+    may yet come). A paid order whose every accepted payment went back is refunded.
     """
     order, reservation = _locked_order(session, refund.order_id)
     row = _refund(session, refund)
@@ -275,10 +293,22 @@ def complete_refund(session: Session, *, refund: RefundOrder, now: datetime) -> 
     payment.status = PaymentStatus.REFUNDED
     payment.updated_at = now
     still_payable = order.status == OrderStatus.PENDING and reservation.payable_order_id == order.id
-    if order.status != OrderStatus.PAID and not still_payable:
+    still_paid = order.status == OrderStatus.PAID and _has_accepted_payment(session, order.id)
+    if not still_payable and not still_paid:
         order.status = OrderStatus.REFUNDED
         order.updated_at = now
     return OrderStatus(order.status)
+
+
+def _has_accepted_payment(session: Session, order_id: str) -> bool:
+    return (
+        session.exec(
+            select(Payment.id).where(
+                Payment.order_id == order_id, Payment.status == PaymentStatus.ACCEPTED
+            )
+        ).first()
+        is not None
+    )
 
 
 def fail_refund(
@@ -297,7 +327,7 @@ def fail_refund(
     payment = session.get_one(Payment, row.payment_id)
     payment.status = PaymentStatus.REFUND_FAILED
     payment.updated_at = now
-    _flag(order, f"refund failed: {reason}", now)
+    _flag(order, f"{REFUND_FAILED} {reason}", now)
     if order.status == OrderStatus.PENDING:
         order.status = OrderStatus.CANCELLED
         order.status_reason = "a payment could not be refunded"
@@ -333,6 +363,101 @@ def _has_open_refund(session: Session, order_id: str) -> bool:
 def flag_order(session: Session, *, order_id: str, reason: str, now: datetime) -> None:
     order, _ = _locked_order(session, order_id)
     _flag(order, reason, now)
+
+
+def extend_deadline(session: Session, *, action: OperatorAction, now: datetime) -> datetime:
+    """Move a pending order's payment deadline later; the deadline it has afterwards.
+
+    An order no longer pending, or a deadline that would not move later, is left as it is.
+    """
+    assert action.until is not None
+    order, _ = _locked_order(session, action.order_id)
+    if order.status == OrderStatus.PENDING and action.until > order.expires_at:
+        order.expires_at = action.until
+        order.updated_at = now
+        _record_action(session, action, now)
+    return order.expires_at
+
+
+def reopen_refund(
+    session: Session, *, refund: RefundOrder, action: OperatorAction, now: datetime
+) -> bool:
+    """A refund the gateway refused is to be tried again: pending once more, its flag gone
+    until it fails again. Whether the order stays flagged for another reason."""
+    order, _ = _locked_order(session, refund.order_id)
+    row = _refund(session, refund)
+    if row.status != RefundStatus.FAILED:
+        return _flagged(order)
+    row.status = RefundStatus.PENDING
+    row.completed_at = None
+    payment = session.get_one(Payment, row.payment_id)
+    payment.status = PaymentStatus.REFUNDING
+    payment.updated_at = now
+    _unflag(order, lambda reason: reason.startswith(REFUND_FAILED), now)
+    _record_action(session, action, now)
+    return _flagged(order)
+
+
+def refund_paid_order(
+    session: Session, *, action: OperatorAction, now: datetime
+) -> RefundOrder | None:
+    """An operator decided that a paid order's money goes back: its flag is settled, the days
+    it bought are taken back, and its payment is to be refunded (None if it is not paid)."""
+    order, reservation = _locked_order(session, action.order_id)
+    payment = session.exec(
+        select(Payment).where(
+            Payment.order_id == order.id, Payment.status == PaymentStatus.ACCEPTED
+        )
+    ).first()
+    if order.status != OrderStatus.PAID or payment is None:
+        return None
+    order.flag_reason = None
+    if reservation.valid_until is not None:
+        reservation.valid_until -= timedelta(days=order.days)
+        reservation.updated_at = now
+    _record_action(session, action, now)
+    reason = f"refunded by an operator: {action.note}"
+    settlement = _refund_payment(session, payment, order, reason, now)
+    return settlement.refund
+
+
+def accept_flag(session: Session, *, action: OperatorAction, now: datetime) -> None:
+    """An operator accepts a flagged order as it is: the flag is settled, the note kept."""
+    order, _ = _locked_order(session, action.order_id)
+    if order.flag_reason is None:
+        return
+    order.flag_reason = None
+    order.updated_at = now
+    _record_action(session, action, now)
+
+
+def record_action(session: Session, *, action: OperatorAction, now: datetime) -> None:
+    _locked_order(session, action.order_id)
+    _record_action(session, action, now)
+
+
+def _record_action(session: Session, action: OperatorAction, now: datetime) -> None:
+    session.add(
+        OperatorActionRecord(
+            order_id=action.order_id,
+            action=action.action,
+            note=action.note,
+            until=action.until,
+            at=now,
+        )
+    )
+
+
+def _flagged(order: Order) -> bool:
+    return order.flag_reason is not None
+
+
+def _unflag(order: Order, settled: Callable[[str], bool], now: datetime) -> None:
+    reasons = [reason for reason in (order.flag_reason or "").split("; ") if reason]
+    kept = [reason for reason in reasons if not settled(reason)]
+    if kept != reasons:
+        order.flag_reason = "; ".join(kept) or None
+        order.updated_at = now
 
 
 def _flag(order: Order, reason: str, now: datetime) -> None:
@@ -405,6 +530,7 @@ def _refund_order(refund: Refund, payment: Payment) -> RefundOrder:
         order_id=refund.order_id,
         trade_no=payment.trade_no,
         amount_cents=refund.amount_cents,
+        reason=refund.reason,
     )
 
 

@@ -6,6 +6,9 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from core.contracts import OrderOutcome, PaymentNotice
+    from core.money import format_amount
+    from workflows import search_attributes
+    from workflows.order import OPERATORS
     from workflows.steps import settle
 
 
@@ -13,5 +16,22 @@ with workflow.unsafe.imports_passed_through():
 class LatePaymentWorkflow:
     @workflow.run
     async def run(self, notice: PaymentNotice) -> OrderOutcome:
-        status = await settle(notice)
-        return OrderOutcome(order_id=notice.order_id, status=status)
+        settled = await settle(notice)
+        if workflow.patched(OPERATORS):
+            # The order's own saga has ended: this one tells the UI what became of the order.
+            workflow.upsert_search_attributes(
+                [
+                    search_attributes.ORDER_STATUS.value_set(settled.status),
+                    search_attributes.FLAGGED.value_set(settled.flagged),
+                ]
+            )
+        workflow.set_current_details(f"order {notice.order_id} is {settled.status}")
+        return OrderOutcome(order_id=notice.order_id, status=settled.status)
+
+
+def late_payment_summary(notice: PaymentNotice) -> str:
+    """What the UI shows of a late-payment saga, whoever starts it."""
+    return (
+        f"late payment of {format_amount(notice.amount_cents)} on trade {notice.trade_no} "
+        f"for order {notice.order_id}"
+    )

@@ -9,8 +9,14 @@
    close the trade and expire — unless the trade turns out paid, in which case the payment wins;
 5. settle each payment: it pays the order if the order may still be paid, else it is refunded;
 6. on cancel (by the API, or an operator cancelling the saga) or supersede, close the trade
-   and end so.
+   and end so;
+7. watch over the order while something can still happen to it: an unpaid order until no
+   payment that raced its trade's close can still be notified (a late one is refunded here, so
+   the order reads `refunded` in the UI), a flagged one until an operator resolves it.
 Payments that arrive while the saga is ending are settled (so refunded) before it completes.
+
+Operators steer it with updates, each refused with a reason by its validator when it does not
+apply: cancel, extend the payment deadline, retry a refused refund, resolve a flagged order.
 """
 
 from __future__ import annotations
@@ -28,23 +34,40 @@ with workflow.unsafe.imports_passed_through():
     from activities.payments import PaymentActivities
     from core.contracts import (
         ClaimRequest,
+        DeadlineExtension,
+        OperatorAction,
         OrderEnding,
         OrderOutcome,
         OrderRequest,
         PaymentInstructions,
         PaymentNotice,
         PaymentRequest,
+        RefundOrder,
+        RefundReopening,
+        RefundRetry,
+        Resolution,
         TradeCheck,
         TradeRef,
     )
     from core.temporal import failure_reason
     from core.vocabulary import OrderKind, OrderStatus, order_workflow_id
     from workflows import search_attributes
-    from workflows.steps import DATABASE_STEP, GATEWAY_STEP, refused_for_good, settle
+    from workflows.steps import (
+        DATABASE_STEP,
+        GATEWAY_STEP,
+        Settled,
+        refund,
+        refused_for_good,
+        settle,
+    )
 
 
 # Sagas from this change on create the payment before they claim the reservation.
 PAYMENT_BEFORE_CLAIM = "payment-before-claim"
+# Sagas from this change on keep every search attribute true, watch over their order after it
+# ends, and take operators' actions.
+OPERATORS = "operator-actions"
+UNPAID_ENDINGS = (OrderStatus.SUPERSEDED, OrderStatus.EXPIRED, OrderStatus.CANCELLED)
 # Claiming is one short database transaction: a worker lost in the middle of it is given up on
 # after this, and the claim retried elsewhere within the creation budget.
 CREATION_STEP_TIMEOUT = timedelta(seconds=5)
@@ -62,8 +85,20 @@ class OrderWorkflow:
         self._settled_trades: set[str] = set()
         self._cancel_requested = False
         self._superseded = False
+        self._superseded_by: str | None = None
         self._status = OrderStatus.PENDING
+        self._flagged = False
+        self._failed_refunds: list[RefundOrder] = []
         self._create_deadline = workflow.now()
+        self._expires_at = workflow.now()
+        # Past this the gateway takes no payment for the trade: deadlines move no later.
+        self._payable_until = workflow.now()
+        self._deadline_moved = False
+        self._operator_acted = False
+        self._operators = False
+        # Money steps of the saga and of operators' updates take turns, so that each reads
+        # the order as the one before left it.
+        self._money = asyncio.Lock()
 
     @workflow.run
     async def run(self, request: OrderRequest) -> OrderOutcome:
@@ -76,7 +111,11 @@ class OrderWorkflow:
             self._creation_failure = "no worker took the order in time"
             await workflow.wait_condition(workflow.all_handlers_finished)
             return OrderOutcome(order_id=request.order_id, status=OrderStatus.CANCELLED)
+        self._operators = workflow.patched(OPERATORS)
         expires_at = workflow.now() + timedelta(seconds=request.payment_timeout_seconds)
+        self._expires_at = self._payable_until = expires_at
+        if self._operators:
+            self._payable_until += timedelta(seconds=request.deadline_extension_seconds)
         if workflow.patched(PAYMENT_BEFORE_CLAIM):
             instructions = await self._make_order(expires_at)
         else:
@@ -87,9 +126,16 @@ class OrderWorkflow:
         else:
             # Only now may the API answer: a client that GETs the order must see its QR code.
             self._instructions = instructions
-            await self._await_outcome(expires_at)
+            if self._operators:
+                workflow.upsert_search_attributes(
+                    [search_attributes.ORDER_KIND.value_set(instructions.kind)]
+                )
+            await self._await_outcome()
         await self._settle_payments()
+        if self._operators and self._instructions is not None:
+            await self._watch_over()
         await workflow.wait_condition(workflow.all_handlers_finished)
+        workflow.set_current_details(f"ended {self._status}")
         return OrderOutcome(order_id=request.order_id, status=self._status)
 
     async def _make_order(self, expires_at: datetime) -> PaymentInstructions | None:
@@ -102,7 +148,7 @@ class OrderWorkflow:
         request = self._request
         try:
             qr_code = await self._create_payment(
-                expires_at, f"Reservation {request.reservation_id}: {request.days} days"
+                self._payable_until, f"Reservation {request.reservation_id}: {request.days} days"
             )
         except ActivityError as failure:
             self._creation_failure = (
@@ -115,22 +161,32 @@ class OrderWorkflow:
             qr_code=qr_code,
             create_deadline=self._create_deadline,
         )
+        workflow.set_current_details(f"claiming reservation {request.reservation_id}")
         try:
             claim = await workflow.execute_activity_method(
-                OrderActivities.claim_reservation, claim_request, **self._creation_step()
+                OrderActivities.claim_reservation,
+                claim_request,
+                summary=f"claim reservation {request.reservation_id}",
+                **self._creation_step(),
             )
         except ActivityError:
             # Refused, or no answer in time: one verdict, shared with the API, says whether
             # the order was made after all (a claim whose answer was lost) or never will be.
             made: bool = await workflow.execute_activity_method(
-                OrderActivities.abandon_creation, request.order_id, **DATABASE_STEP
+                OrderActivities.abandon_creation,
+                request.order_id,
+                summary="settle whether the order was made",
+                **DATABASE_STEP,
             )
             if not made:
                 await self._withdraw_payment()
                 self._creation_failure = "the order could not be made in time"
                 return None
             claim = await workflow.execute_activity_method(
-                OrderActivities.claim_reservation, claim_request, **DATABASE_STEP
+                OrderActivities.claim_reservation,
+                claim_request,
+                summary=f"claim reservation {request.reservation_id}",
+                **DATABASE_STEP,
             )
         await self._supersede(claim.superseded_order_ids)
         return self._instructions_of(claim.kind, qr_code, expires_at)
@@ -187,9 +243,13 @@ class OrderWorkflow:
 
     async def _withdraw_payment(self) -> None:
         """No order was made: close its trade so that nobody can pay it (compensation)."""
+        workflow.set_current_details("no order was made: withdrawing its payment")
         try:
             await workflow.execute_activity_method(
-                PaymentActivities.close_trade, self._trade, **GATEWAY_STEP
+                PaymentActivities.close_trade,
+                self._trade,
+                summary=f"close trade {self._request.order_id}",
+                **GATEWAY_STEP,
             )
         except ActivityError as failure:
             if refused_for_good(failure) is None:
@@ -224,13 +284,132 @@ class OrderWorkflow:
         if self._status != OrderStatus.PENDING:
             raise ApplicationError(f"the order is already {self._status}", type="OrderEnded")
 
+    @workflow.update
+    async def extend_deadline(self, extension: DeadlineExtension) -> datetime:
+        """Move a pending order's payment deadline later; answers the deadline it has."""
+        action = OperatorAction(
+            order_id=self._request.order_id,
+            action="extend_deadline",
+            note=extension.note,
+            until=extension.until,
+        )
+        deadline: datetime = await workflow.execute_activity_method(
+            OrderActivities.extend_deadline,
+            action,
+            summary=f"extend the deadline to {_utc(extension.until)}",
+            **DATABASE_STEP,
+        )
+        if self._status == OrderStatus.PENDING and deadline > self._expires_at:
+            self._expires_at = deadline
+            self._deadline_moved = True
+        return self._expires_at
+
+    @extend_deadline.validator
+    def _extendable(self, extension: DeadlineExtension) -> None:
+        self._require_operators()
+        if self._instructions is None or self._status != OrderStatus.PENDING:
+            raise ApplicationError(f"the order is {self._status}, not pending", type="OrderEnded")
+        if extension.until.tzinfo is None:
+            raise ApplicationError("the new deadline needs a time zone", type="BadDeadline")
+        if extension.until <= self._expires_at:
+            raise ApplicationError(
+                f"the deadline is {_utc(self._expires_at)} already: it can only move later",
+                type="BadDeadline",
+            )
+        if extension.until > self._payable_until:
+            raise ApplicationError(
+                f"the trade stays payable at {self._request.gateway} until "
+                f"{_utc(self._payable_until)}: the deadline cannot move past that",
+                type="BadDeadline",
+            )
+
+    @workflow.update
+    async def retry_refund(self, retry: RefundRetry) -> OrderStatus:
+        """Try again the refunds the gateway refused; answers the order's status after."""
+        failed, self._failed_refunds = self._failed_refunds, []
+        async with self._money:
+            for order in failed:
+                action = OperatorAction(
+                    order_id=order.order_id, action="retry_refund", note=retry.note
+                )
+                still_flagged: bool = await workflow.execute_activity_method(
+                    OrderActivities.reopen_refund,
+                    RefundReopening(refund=order, action=action),
+                    summary=f"reopen refund {order.refund_no}",
+                    **DATABASE_STEP,
+                )
+                self._update(self._status, flagged=still_flagged)
+                self._record(await asyncio.shield(asyncio.ensure_future(refund(order))))
+        self._operator_acted = True
+        return self._status
+
+    @retry_refund.validator
+    def _retriable(self, retry: RefundRetry) -> None:
+        self._require_operators()
+        if not self._failed_refunds:
+            raise ApplicationError(
+                "no refund of this order was refused: there is nothing to retry",
+                type="NothingToRetry",
+            )
+
+    @workflow.update
+    async def resolve(self, resolution: Resolution) -> OrderStatus:
+        """Settle a flagged order: refund its payment, or accept it as it is, with a note."""
+        action = OperatorAction(
+            order_id=self._request.order_id, action=resolution.action, note=resolution.note
+        )
+        async with self._money:
+            if resolution.action == "accept":
+                await workflow.execute_activity_method(
+                    OrderActivities.accept_flag, action, summary="accept the order", **DATABASE_STEP
+                )
+                # Whatever was refused is settled by hand now: nothing is left to retry.
+                self._failed_refunds.clear()
+                self._update(self._status, flagged=False)
+            else:
+                order: RefundOrder | None = await workflow.execute_activity_method(
+                    OrderActivities.refund_paid_order,
+                    action,
+                    summary="decide the order's refund",
+                    **DATABASE_STEP,
+                )
+                self._update(self._status, flagged=False)
+                if order is not None:
+                    self._record(await asyncio.shield(asyncio.ensure_future(refund(order))))
+        self._operator_acted = True
+        return self._status
+
+    @resolve.validator
+    def _resolvable(self, resolution: Resolution) -> None:
+        self._require_operators()
+        if not self._flagged:
+            raise ApplicationError(
+                "the order is not flagged: there is nothing to resolve", type="NotFlagged"
+            )
+        if not resolution.note.strip():
+            raise ApplicationError("a resolution needs a note saying why", type="NoNote")
+        if resolution.action == "refund" and self._status != OrderStatus.PAID:
+            raise ApplicationError(
+                f"only a paid order's money can be refunded, and this order is {self._status}"
+                + (": retry its refused refund instead" if self._failed_refunds else ""),
+                type="NotPaid",
+            )
+
+    def _require_operators(self) -> None:
+        if not self._operators:
+            raise ApplicationError(
+                "this order's saga began before operators could act on sagas", type="TooOld"
+            )
+
     @workflow.signal
     def payment_notified(self, notice: PaymentNotice) -> None:
         self._payments.append(notice)
 
     @workflow.signal
-    def supersede(self) -> None:
+    def supersede(self, by: str | None = None) -> None:
+        """A newer order of the reservation (`by`; older sagas did not say which) took over."""
         self._superseded = True
+        self._superseded_by = by
 
     @workflow.query
     def status(self) -> OrderStatus:
@@ -240,7 +419,7 @@ class OrderWorkflow:
         async def tell(order_id: str) -> None:
             try:
                 handle = workflow.get_external_workflow_handle(order_workflow_id(order_id))
-                await handle.signal(OrderWorkflow.supersede)
+                await handle.signal(OrderWorkflow.supersede, self._request.order_id)
             except FailureError:
                 # Its saga has already ended; a payment for it still gets refunded, late.
                 workflow.logger.info("superseded order %s had already ended", order_id)
@@ -250,6 +429,7 @@ class OrderWorkflow:
     async def _create_payment(self, expires_at: datetime, subject: str) -> str:
         """The QR code; raises ActivityError when the gateway cannot make it in time."""
         request = self._request
+        workflow.set_current_details(f"creating the payment at {request.gateway}")
         qr_code: str = await workflow.execute_activity_method(
             PaymentActivities.create_payment,
             PaymentRequest(
@@ -259,6 +439,7 @@ class OrderWorkflow:
                 subject=subject,
                 expires_at=expires_at,
             ),
+            summary=f"create the payment at {request.gateway}",
             start_to_close_timeout=timedelta(seconds=10),
             schedule_to_close_timeout=max(
                 self._create_deadline - workflow.now(), timedelta(seconds=1)
@@ -267,11 +448,15 @@ class OrderWorkflow:
         )
         return qr_code
 
-    async def _await_outcome(self, expires_at: datetime) -> None:
+    async def _await_outcome(self) -> None:
         while self._status == OrderStatus.PENDING:
-            remaining = max(expires_at - workflow.now(), timedelta(0))
+            remaining = max(self._expires_at - workflow.now(), timedelta(0))
+            self._deadline_moved = False
+            workflow.set_current_details(f"waiting for payment until {_utc(self._expires_at)}")
             try:
-                await workflow.wait_condition(self._has_news, timeout=remaining)
+                await workflow.wait_condition(
+                    self._has_news, timeout=remaining, timeout_summary="payment deadline"
+                )
             except TimeoutError:
                 await self._expire()
                 continue
@@ -282,18 +467,58 @@ class OrderWorkflow:
             if self._payments:
                 await self._settle_payments()
             elif self._superseded:
-                await self._end_unpaid(OrderStatus.SUPERSEDED, "superseded by a newer order")
+                newer = self._superseded_by or "a newer order"
+                await self._end_unpaid(OrderStatus.SUPERSEDED, f"superseded by {newer}")
             elif self._cancel_requested:
                 await self._end_unpaid(OrderStatus.CANCELLED, "cancelled by the client")
 
     def _has_news(self) -> bool:
-        return bool(self._payments) or self._superseded or self._cancel_requested
+        return (
+            bool(self._payments)
+            or self._superseded
+            or self._cancel_requested
+            or self._deadline_moved
+        )
+
+    async def _watch_over(self) -> None:
+        """Stay while something can still happen to the order: a late payment of an unpaid
+        one (refunded here), an operator's resolution of a flagged one."""
+        horizon = self._expires_at + timedelta(seconds=self._request.late_payment_horizon_seconds)
+        while True:
+            watching = self._status in UNPAID_ENDINGS and workflow.now() < horizon
+            if not self._flagged and not watching:
+                return
+            if self._flagged:
+                workflow.set_current_details(
+                    f"{self._status} and flagged: waiting for an operator to resolve it"
+                    + (" or retry its refund" if self._failed_refunds else "")
+                )
+                timeout = None
+            else:
+                workflow.set_current_details(
+                    f"{self._status}: a late payment is refunded until {_utc(horizon)}"
+                )
+                timeout = horizon - workflow.now()
+            self._operator_acted = False
+            try:
+                await workflow.wait_condition(
+                    lambda: bool(self._payments) or self._operator_acted,
+                    timeout=timeout,
+                    timeout_summary="late payment horizon",
+                )
+            except TimeoutError:
+                continue
+            await self._settle_payments()
 
     async def _expire(self) -> None:
         # A notification may have been lost: ask the gateway before calling the order unpaid.
+        workflow.set_current_details(f"deadline passed: asking {self._request.gateway} first")
         try:
             check: TradeCheck = await workflow.execute_activity_method(
-                PaymentActivities.check_trade, self._trade, **GATEWAY_STEP
+                PaymentActivities.check_trade,
+                self._trade,
+                summary=f"ask {self._request.gateway} whether the trade was paid",
+                **GATEWAY_STEP,
             )
         except ActivityError as failure:
             if refused_for_good(failure) is None:
@@ -303,12 +528,19 @@ class OrderWorkflow:
         if self._is_new(check):
             await self._settle_payments()
             return
+        if self._operators and (self._deadline_moved or self._has_news()):
+            # An operator moved the deadline, or news came, while the gateway was asked.
+            return
         await self._end_unpaid(OrderStatus.EXPIRED, "not paid before the payment timeout")
 
     async def _end_unpaid(self, status: OrderStatus, reason: str) -> None:
+        workflow.set_current_details(f"closing trade {self._request.order_id}: {reason}")
         try:
             check: TradeCheck = await workflow.execute_activity_method(
-                PaymentActivities.close_trade, self._trade, **GATEWAY_STEP
+                PaymentActivities.close_trade,
+                self._trade,
+                summary=f"close trade {self._request.order_id}",
+                **GATEWAY_STEP,
             )
         except ActivityError as failure:
             refusal = refused_for_good(failure)
@@ -343,21 +575,46 @@ class OrderWorkflow:
         ending = OrderEnding(
             order_id=self._request.order_id, status=status, reason=reason, flag=flag
         )
-        self._set_status(
-            await workflow.execute_activity_method(
-                OrderActivities.end_order, ending, **DATABASE_STEP
-            )
+        ended: OrderStatus = await workflow.execute_activity_method(
+            OrderActivities.end_order, ending, summary=f"end the order {status}", **DATABASE_STEP
         )
+        self._update(ended, flagged=self._flagged or flag is not None)
 
     async def _settle_payments(self) -> None:
-        while self._payments:
-            notice = self._payments.pop(0)
-            if notice.trade_no in self._settled_trades:
-                continue
-            self._settled_trades.add(notice.trade_no)
-            self._set_status(await settle(notice))
+        async with self._money:
+            while self._payments:
+                notice = self._payments.pop(0)
+                if notice.trade_no in self._settled_trades:
+                    continue
+                self._settled_trades.add(notice.trade_no)
+                self._record(await settle(notice))
+
+    def _record(self, settled: Settled) -> None:
+        if settled.failed_refund is not None:
+            self._failed_refunds.append(settled.failed_refund)
+        self._update(settled.status, flagged=settled.flagged)
 
     def _set_status(self, status: OrderStatus) -> None:
-        if status != self._status:
-            self._status = status
-            workflow.upsert_search_attributes([search_attributes.ORDER_STATUS.value_set(status)])
+        self._update(status, flagged=self._flagged)
+
+    def _update(self, status: OrderStatus, *, flagged: bool) -> None:
+        """The order's status and flag, as the UI's search attributes show them."""
+        status_changed, flag_changed = status != self._status, flagged != self._flagged
+        self._status, self._flagged = status, flagged
+        if not self._operators:
+            # Sagas from before OPERATORS upserted the status alone: they replay so.
+            if status_changed:
+                workflow.upsert_search_attributes(
+                    [search_attributes.ORDER_STATUS.value_set(status)]
+                )
+        elif status_changed or flag_changed:
+            workflow.upsert_search_attributes(
+                [
+                    search_attributes.ORDER_STATUS.value_set(status),
+                    search_attributes.FLAGGED.value_set(flagged),
+                ]
+            )
+
+
+def _utc(moment: datetime) -> str:
+    return f"{moment:%Y-%m-%d %H:%M} UTC"

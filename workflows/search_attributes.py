@@ -6,7 +6,9 @@ gateway names only: search attributes are stored in clear, outside the payload c
 no personal data and no amounts go here.
 """
 
-from temporalio.common import SearchAttributeKey
+from typing import Any
+
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 
 ORDER_ID = SearchAttributeKey.for_keyword("OrderId")
 RESERVATION_ID = SearchAttributeKey.for_keyword("ReservationId")
@@ -15,3 +17,27 @@ ORDER_KIND = SearchAttributeKey.for_keyword("OrderKind")
 GATEWAY = SearchAttributeKey.for_keyword("Gateway")
 FLAGGED = SearchAttributeKey.for_bool("Flagged")
 ALL = (ORDER_ID, RESERVATION_ID, ORDER_STATUS, ORDER_KIND, GATEWAY, FLAGGED)
+
+
+def of_order(
+    order_id: str,
+    *,
+    gateway: str,
+    reservation_id: str | None = None,
+    kind: str | None = None,
+    status: str | None = None,
+    flagged: bool = False,
+) -> TypedSearchAttributes:
+    """What a workflow that concerns an order starts with (what is known of it then)."""
+    pairs: list[SearchAttributePair[Any]] = [
+        SearchAttributePair(ORDER_ID, order_id),
+        SearchAttributePair(GATEWAY, gateway),
+        SearchAttributePair(FLAGGED, flagged),
+    ]
+    if reservation_id is not None:
+        pairs.append(SearchAttributePair(RESERVATION_ID, reservation_id))
+    if kind is not None:
+        pairs.append(SearchAttributePair(ORDER_KIND, kind))
+    if status is not None:
+        pairs.append(SearchAttributePair(ORDER_STATUS, status))
+    return TypedSearchAttributes(pairs)

@@ -1,8 +1,9 @@
-"""How each kind of step is run, and the settle-then-compensate step both sagas share."""
+"""How each kind of step is run, and the settle-then-compensate step every saga shares."""
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -36,27 +37,50 @@ REFUND_CONFIRMATION_STEP: dict[str, Any] = {
 }
 
 
-async def settle(notice: PaymentNotice) -> OrderStatus:
-    """Decide a captured payment; if it may not pay its order, refund it (compensation).
+@dataclass(frozen=True)
+class Settled:
+    """Where dealing with a payment left its order."""
 
-    Returns the order's status once the payment has been dealt with.
-    """
+    status: OrderStatus
+    # The order waits for an operator.
+    flagged: bool = False
+    # The refund the gateway refused for good, which an operator may have tried again.
+    failed_refund: RefundOrder | None = None
+
+
+async def settle(notice: PaymentNotice) -> Settled:
+    """Decide a captured payment; if it may not pay its order, refund it (compensation)."""
+    workflow.set_current_details(f"deciding trade {notice.trade_no}")
     settlement: Settlement = await workflow.execute_activity_method(
-        OrderActivities.settle_payment, notice, **DATABASE_STEP
+        OrderActivities.settle_payment,
+        notice,
+        summary=f"decide trade {notice.trade_no}",
+        **DATABASE_STEP,
     )
     if settlement.refund is None:
-        return settlement.order_status
+        return Settled(settlement.order_status, settlement.flagged)
     # Once decided, a refund runs to its end even if the workflow is cancelled meanwhile.
-    return await asyncio.shield(asyncio.ensure_future(_refund(settlement.refund)))
+    return await asyncio.shield(
+        asyncio.ensure_future(refund(settlement.refund, flagged=settlement.flagged))
+    )
 
 
-async def _refund(refund: RefundOrder) -> OrderStatus:
+async def refund(order: RefundOrder, *, flagged: bool = False) -> Settled:
+    """Give a payment's money back and confirm it; a refusal for good flags the order."""
+    why = f": {order.reason}" if order.reason else ""
+    workflow.set_current_details(f"refunding trade {order.trade_no}{why}")
     try:
         await workflow.execute_activity_method(
-            PaymentActivities.refund_payment, refund, **GATEWAY_STEP
+            PaymentActivities.refund_payment,
+            order,
+            summary=f"refund trade {order.trade_no}",
+            **GATEWAY_STEP,
         )
         await workflow.execute_activity_method(
-            PaymentActivities.confirm_refund, refund, **REFUND_CONFIRMATION_STEP
+            PaymentActivities.confirm_refund,
+            order,
+            summary=f"confirm refund {order.refund_no}",
+            **REFUND_CONFIRMATION_STEP,
         )
     except ActivityError as failure:
         refusal = refused_for_good(failure)
@@ -64,14 +88,18 @@ async def _refund(refund: RefundOrder) -> OrderStatus:
             raise
         status: OrderStatus = await workflow.execute_activity_method(
             OrderActivities.fail_refund,
-            RefundFailure(refund=refund, reason=refusal),
+            RefundFailure(refund=order, reason=refusal),
+            summary=f"record refund {order.refund_no} refused",
             **DATABASE_STEP,
         )
-        return status
+        return Settled(status, flagged=True, failed_refund=order)
     completed: OrderStatus = await workflow.execute_activity_method(
-        OrderActivities.complete_refund, refund, **DATABASE_STEP
+        OrderActivities.complete_refund,
+        order,
+        summary=f"record refund {order.refund_no} done",
+        **DATABASE_STEP,
     )
-    return completed
+    return Settled(completed, flagged)
 
 
 def refused_for_good(failure: ActivityError) -> str | None:
