@@ -34,6 +34,9 @@ from typing import Any, ClassVar, TypeVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 
 from core.settings import Settings
 
@@ -291,15 +294,12 @@ class MoneyRow:
         )
 
 
-def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Columns padded to their widest cell, under a header and a rule; no trailing spaces."""
-    widths = [max(len(line[i]) for line in (header, *rows)) for i in range(len(header))]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True))
-
-    rule = ["-" * width for width in widths]
-    return "\n".join(line(cells).rstrip() for cells in (header, rule, *rows))
+def outcome_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> Table:
+    table = Table(*header)
+    for cells in rows:
+        # Text, not markup: a reason from the API may hold brackets.
+        table.add_row(*(Text(cell) for cell in cells))
+    return table
 
 
 def new_reservation_id() -> str:
@@ -546,7 +546,7 @@ def _report(demo: Demo, money: list[MoneyRow]) -> None:
     ):
         if rows:
             print()
-            print(format_table(header, rows))
+            Console().print(outcome_table(header, rows))
     print()
     if not demo.failures:
         print("every scenario ended as expected")

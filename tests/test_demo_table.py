@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import io
+import re
 from decimal import Decimal
 
-from paysaga.demo import ApiOrder, MoneyRow, OrderRow, format_table
+from rich.console import Console
+
+from paysaga.demo import ApiOrder, MoneyRow, OrderRow, outcome_table
 
 REFUNDED_ORDER = b"""{
     "order_id": "ord_a", "reservation_id": "demo-1-room", "kind": "booking",
@@ -16,15 +20,26 @@ REFUNDED_ORDER = b"""{
 }"""
 
 
-def test_columns_are_padded_to_their_widest_cell_without_trailing_spaces() -> None:
-    table = format_table(("order", "amount"), [("ord_1", "29.70"), ("ord_22", "9.90")])
+def test_the_table_shows_every_cell_in_its_column_and_brackets_as_they_are() -> None:
+    table = outcome_table(
+        ("order", "amount", "note"),
+        [("ord_1", "29.70", "paid"), ("ord_22", "9.90", "refused: [bold]x[/bold]")],
+    )
+    out = io.StringIO()
 
-    assert table.splitlines() == [
-        "order   amount",
-        "------  ------",
-        "ord_1   29.70",
-        "ord_22  9.90",
+    Console(file=out, width=120, color_system=None).print(table)
+
+    lines = out.getvalue().splitlines()
+    # Header and rows between the box's vertical rules (heavy under the header's, light after).
+    cells = [[cell.strip() for cell in re.split("[│┃]", line)[1:-1]] for line in lines]
+    cells = [row for row in cells if row]
+    assert cells == [
+        ["order", "amount", "note"],
+        ["ord_1", "29.70", "paid"],
+        ["ord_22", "9.90", "refused: [bold]x[/bold]"],
     ]
+    # Every line as wide as the others: the columns line up.
+    assert len({len(line) for line in lines}) == 1
 
 
 def test_an_order_row_shows_its_money_and_why_it_ended_so() -> None:
