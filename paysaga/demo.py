@@ -49,6 +49,7 @@ SANDBOX_TIMEOUT_SECONDS = 10.0
 # Waiting out a longer payment timeout would make the demo a coffee break.
 LONGEST_TIMEOUT_TO_WAIT_SECONDS = 60
 ZERO = Decimal("0.00")
+WIDER_THAN_ANY_TABLE = 10_000
 
 
 class DemoError(Exception):
@@ -294,12 +295,14 @@ class MoneyRow:
         )
 
 
-def outcome_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> Table:
+def print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """At the table's own width, never squeezed to the terminal's: an order id cut short is of
+    no use, and a line too long for the terminal wraps whole."""
     table = Table(*header)
     for cells in rows:
         # Text, not markup: a reason from the API may hold brackets.
         table.add_row(*(Text(cell) for cell in cells))
-    return table
+    Console(width=WIDER_THAN_ANY_TABLE).print(table)
 
 
 def new_reservation_id() -> str:
@@ -546,7 +549,7 @@ def _report(demo: Demo, money: list[MoneyRow]) -> None:
     ):
         if rows:
             print()
-            Console().print(outcome_table(header, rows))
+            print_table(header, rows)
     print()
     if not demo.failures:
         print("every scenario ended as expected")
