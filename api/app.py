@@ -16,7 +16,7 @@ from api.sources import CallbackSources
 from core.settings import Settings
 from core.temporal import connect_temporal
 from gateways.registry import notification_verifiers
-from store.db import create_db_engine, create_tables
+from store.db import create_db_engine
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -33,7 +33,6 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_db_engine(settings.resolved_database_url)
-        create_tables(engine)
         temporal = await connect_temporal(settings, lazy=True)
         app.state.paysaga = AppState(
             settings=settings,

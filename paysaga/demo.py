@@ -34,6 +34,9 @@ from typing import Any, ClassVar, TypeVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 
 from core.settings import Settings
 
@@ -46,6 +49,7 @@ SANDBOX_TIMEOUT_SECONDS = 10.0
 # Waiting out a longer payment timeout would make the demo a coffee break.
 LONGEST_TIMEOUT_TO_WAIT_SECONDS = 60
 ZERO = Decimal("0.00")
+WIDER_THAN_ANY_TABLE = 10_000
 
 
 class DemoError(Exception):
@@ -291,15 +295,14 @@ class MoneyRow:
         )
 
 
-def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Columns padded to their widest cell, under a header and a rule; no trailing spaces."""
-    widths = [max(len(line[i]) for line in (header, *rows)) for i in range(len(header))]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True))
-
-    rule = ["-" * width for width in widths]
-    return "\n".join(line(cells).rstrip() for cells in (header, rule, *rows))
+def print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """At the table's own width, never squeezed to the terminal's: an order id cut short is of
+    no use, and a line too long for the terminal wraps whole."""
+    table = Table(*header)
+    for cells in rows:
+        # Text, not markup: a reason from the API may hold brackets.
+        table.add_row(*(Text(cell) for cell in cells))
+    Console(width=WIDER_THAN_ANY_TABLE).print(table)
 
 
 def new_reservation_id() -> str:
@@ -546,7 +549,7 @@ def _report(demo: Demo, money: list[MoneyRow]) -> None:
     ):
         if rows:
             print()
-            print(format_table(header, rows))
+            print_table(header, rows)
     print()
     if not demo.failures:
         print("every scenario ended as expected")

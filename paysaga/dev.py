@@ -28,7 +28,7 @@ from core.settings import (
 )
 from gateways.alipay_signing import generate_key_pair
 from paysaga.temporal_server import dev_server_command
-from store.db import create_db_engine, create_tables
+from store.schema import upgrade
 
 TEMPORAL_UI_PORT = 8233
 APIV3_KEY_ALPHABET = string.ascii_letters + string.digits
@@ -51,10 +51,8 @@ def ensure_dev_keys(keys_dir: Path) -> None:
 
 
 def prepare_database(url: str) -> None:
-    """Create the tables once, before several processes start that would race to."""
-    engine = create_db_engine(url)
-    create_tables(engine)
-    engine.dispose()
+    """The schema at head before the processes start: none of them makes tables."""
+    upgrade(url)
 
 
 def sandbox_env(settings: Settings) -> dict[str, str]:

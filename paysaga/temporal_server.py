@@ -12,9 +12,13 @@ import sys
 from pathlib import Path
 
 from temporalio.api.enums.v1 import IndexedValueType
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.api.operatorservice.v1 import (
+    AddSearchAttributesRequest,
+    ListSearchAttributesRequest,
+)
 from temporalio.client import Client
 from temporalio.common import SearchAttributeIndexedValueType
+from temporalio.service import RPCError, RPCStatusCode
 
 from workflows import search_attributes
 
@@ -66,14 +70,61 @@ def dev_server_command(
     return command
 
 
-async def register_search_attributes(client: Client, namespace: str = "default") -> None:
-    """Register paysaga's search attributes on a server started without them."""
-    await client.operator_service.add_search_attributes(
-        AddSearchAttributesRequest(
-            namespace=namespace,
-            search_attributes={
-                key.name: IndexedValueType.ValueType(key.indexed_value_type.value)
-                for key in search_attributes.ALL
-            },
+class SearchAttributesRefused(Exception):
+    """paysaga's search attributes cannot be registered there; the message says why."""
+
+
+async def register_search_attributes(client: Client, namespace: str = "default") -> list[str]:
+    """paysaga's search attributes registered in `namespace`; the names that were missing.
+
+    Those already there with their type are left alone, so running it again is harmless. One
+    there with another type is refused, naming it: the server would take the request and keep
+    the old type, and workflows would then fail to set it.
+    """
+    wanted = {
+        key.name: IndexedValueType.ValueType(key.indexed_value_type.value)
+        for key in search_attributes.ALL
+    }
+    existing = await _search_attribute_types(client, namespace)
+    conflicts = [
+        f"{name} is {_type_name(existing[name])}, not {_type_name(kind)}"
+        for name, kind in wanted.items()
+        if name in existing and existing[name] != kind
+    ]
+    if conflicts:
+        raise SearchAttributesRefused(
+            f"search attributes of namespace {namespace} with another type: " + "; ".join(conflicts)
         )
-    )
+    missing = {name: kind for name, kind in wanted.items() if name not in existing}
+    if missing:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
+        )
+    return sorted(missing)
+
+
+async def _search_attribute_types(
+    client: Client, namespace: str
+) -> dict[str, IndexedValueType.ValueType]:
+    try:
+        listed = await client.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace=namespace)
+        )
+    except RPCError as failure:
+        if failure.status == RPCStatusCode.NOT_FOUND:
+            raise SearchAttributesRefused(
+                f"namespace {namespace} does not exist: create it first "
+                f"(`temporal operator namespace create --namespace {namespace}`)"
+            ) from failure
+        if failure.status == RPCStatusCode.UNIMPLEMENTED:
+            # Temporal's time-skipping test server adds search attributes but cannot list them;
+            # it starts with none of ours.
+            return {}
+        raise
+    return {**listed.system_attributes, **listed.custom_attributes}
+
+
+def _type_name(kind: IndexedValueType.ValueType) -> str:
+    """As `temporal operator search-attribute` names it: Keyword, Bool, KeywordList…"""
+    words = IndexedValueType.Name(kind).removeprefix("INDEXED_VALUE_TYPE_").split("_")
+    return "".join(word.capitalize() for word in words)

@@ -35,7 +35,7 @@ from gateways.breaker import Breaker
 from gateways.gateway import PaymentGateway
 from gateways.registry import payment_gateways
 from store import breakers
-from store.db import create_db_engine, create_tables, transaction
+from store.db import create_db_engine, transaction
 from workflows.late_payment import LatePaymentWorkflow
 from workflows.order import OrderWorkflow
 from workflows.reconcile import ReconcileWorkflow
@@ -180,7 +180,6 @@ class GatewayBreakers:
 
 async def run_worker(settings: Settings) -> None:
     engine = create_db_engine(settings.resolved_database_url)
-    create_tables(engine)
     client = await connect_temporal(settings)
     await schedule_reconciliation(client, settings)
     async with httpx.AsyncClient(timeout=15) as http:

@@ -11,7 +11,8 @@ from pathlib import Path
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from store.db import create_db_engine, create_tables
+from store.db import create_db_engine
+from store.schema import upgrade
 
 POSTGRES_URL = os.environ.get(
     "PAYSAGA_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -39,8 +40,8 @@ def database_url(kind: str, tmp_path: Path) -> Iterator[str]:
 @contextmanager
 def database(kind: str, tmp_path: Path) -> Iterator[Engine]:
     with database_url(kind, tmp_path) as url:
+        upgrade(url)
         engine = create_db_engine(url)
-        create_tables(engine)
         try:
             yield engine
         finally:

@@ -22,7 +22,8 @@ from paysaga.dev import ensure_dev_keys
 from paysaga.worker import build_worker
 from sandbox.app import create_app as create_sandbox_app
 from sandbox.settings import SandboxSettings
-from store.db import create_db_engine, create_tables
+from store.db import create_db_engine
+from store.schema import upgrade
 from tests.servers import free_port, serving
 
 
@@ -115,8 +116,8 @@ async def running_worker(client: Client, tmp_path: Path, task_queue: str) -> Asy
             # Nobody listens there: these tests hand payments to the saga themselves.
             public_base_url=f"http://127.0.0.1:{free_port()}",
         )
+        upgrade(settings.resolved_database_url)
         engine = create_db_engine(settings.resolved_database_url)
-        create_tables(engine)
         async with httpx.AsyncClient(timeout=10) as http:
             with ThreadPoolExecutor(max_workers=4) as executor:
                 worker = build_worker(

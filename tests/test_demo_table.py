@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
-from paysaga.demo import ApiOrder, MoneyRow, OrderRow, format_table
+import pytest
+
+from paysaga.demo import ApiOrder, MoneyRow, OrderRow, print_table
 
 REFUNDED_ORDER = b"""{
     "order_id": "ord_a", "reservation_id": "demo-1-room", "kind": "booking",
@@ -16,15 +19,21 @@ REFUNDED_ORDER = b"""{
 }"""
 
 
-def test_columns_are_padded_to_their_widest_cell_without_trailing_spaces() -> None:
-    table = format_table(("order", "amount"), [("ord_1", "29.70"), ("ord_22", "9.90")])
-
-    assert table.splitlines() == [
-        "order   amount",
-        "------  ------",
-        "ord_1   29.70",
-        "ord_22  9.90",
+def test_a_table_shows_every_cell_whole_in_its_column(capsys: pytest.CaptureFixture[str]) -> None:
+    note = "3 superseded window paid; superseded by ord_0123456789abcdef0123456789 [refund]"
+    rows = [
+        ("ord_fedcba9876543210fedcba9876", "29.70", "1 booking"),
+        ("ord_0123456789abcdef0123456789", "9.90", note),
     ]
+
+    print_table(("order", "amount", "note"), rows)
+
+    lines = capsys.readouterr().out.splitlines()
+    # Header and rows between the box's vertical rules (heavy under the header's, light after).
+    cells = [[cell.strip() for cell in re.split("[│┃]", line)[1:-1]] for line in lines]
+    assert [row for row in cells if row] == [["order", "amount", "note"], *map(list, rows)]
+    # Every line as wide as the others: the columns line up.
+    assert len({len(line) for line in lines}) == 1
 
 
 def test_an_order_row_shows_its_money_and_why_it_ended_so() -> None:

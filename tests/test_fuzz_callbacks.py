@@ -44,8 +44,9 @@ from core.settings import (
 from core.vocabulary import Gateway
 from gateways.alipay_signing import load_private_key, load_public_key
 from paysaga.dev import ensure_dev_keys
-from store.db import create_db_engine, create_tables, transaction
+from store.db import create_db_engine, transaction
 from store.models import CallbackAttempt, Order, Payment, Refund, Reservation
+from store.schema import upgrade
 from tests.databases import database_url
 from tests.fuzzing import ODD_TEXT, api_settings, report, texts
 from tests.notifications import Callback, alipay_callback, wechatpay_callback
@@ -162,8 +163,8 @@ async def door(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Door]:
     home = tmp_path_factory.mktemp("fuzz-callbacks")
     ensure_dev_keys(home / "keys")
     with database_url(DATABASE_KIND, home) as url:
+        upgrade(url)
         engine = create_db_engine(url)
-        create_tables(engine)
         for gateway in Gateway:
             claim(engine, order_id(gateway), reservation=f"fuzz-room-{gateway}", gateway=gateway)
         # Nobody listens there: a refused callback never reaches Temporal.
