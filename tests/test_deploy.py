@@ -205,7 +205,9 @@ def test_kubernetes_holds_no_secret_only_references() -> None:
                     assert "secretKeyRef" in variable.get("valueFrom", {}), (name, variable)
 
 
-@pytest.mark.parametrize("name", ["paysaga-api", "paysaga-worker"])
+@pytest.mark.parametrize(
+    "name", ["paysaga-api", "paysaga-worker", "paysaga-db-upgrade", "paysaga-temporal-setup"]
+)
 def test_every_key_file_the_settings_name_is_mounted(name: str) -> None:
     spec = dict(pod_specs())[name]
     mounted = [mount["mountPath"] for mount in spec["containers"][0]["volumeMounts"]]
