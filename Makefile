@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast test-slow lint typecheck demo bench clean
+.PHONY: run test test-fast test-slow lint typecheck validate-deploy demo bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,9 @@ run: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/paysaga demo
 
-## test: set up, then lint (style, format, layers), type-check and run both test tiers
-test: lint typecheck test-fast test-slow
+## test: set up, then lint (style, format, layers), type-check, check the deployment files and
+## run both test tiers
+test: lint typecheck validate-deploy test-fast test-slow
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -30,6 +31,11 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+
+## validate-deploy: the Compose files (every combination, every required value) and the
+## Kubernetes manifests, checked offline; installs Debian's docker-compose if it is missing
+validate-deploy: $(STAMP)
+	VENV_BIN=$(BIN) deploy/ci/validate.sh
 
 ## test-fast: unit, database (SQLite and PostgreSQL) and workflow (time-skipping) tests
 test-fast: $(STAMP)
