@@ -54,6 +54,8 @@ ERRORS: dict[int | str, dict[str, object]] = {
 
 
 def _from_base64(value: object) -> bytes:
+    if isinstance(value, bytes):  # made here, not read from JSON
+        return value
     if not isinstance(value, str):
         raise ValueError("bytes are base64 text in proto3 JSON")
     # Writers use standard base64; proto3 JSON readers take the URL-safe alphabet and no padding.
