@@ -9,7 +9,9 @@ access token.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,8 @@ from core.settings import (
 )
 from core.temporal import payload_codec
 from core.vocabulary import Gateway
-from paysaga.dev import ensure_dev_keys
+from paysaga.dev import Supervisor, ensure_dev_keys, wait_for_port
+from paysaga.temporal_server import dev_server_command
 from tests.servers import free_port, serving
 
 CLIENT_KEY = "psk_test_" + "0123456789abcdef" * 2
@@ -271,3 +274,25 @@ async def test_the_browser_lets_only_the_ui_call_it(api: httpx.AsyncClient, home
     ):
         assert (await preflight(http, DECODE, ui)).headers["Access-Control-Allow-Origin"] == ui
         assert "Access-Control-Allow-Origin" not in (await preflight(http, DECODE, UI)).headers
+
+
+async def test_the_dev_ui_calls_the_codec_server_without_credentials(tmp_path: Path) -> None:
+    """As `paysaga dev` starts it: the Web UI is told where the codec server is, and is given
+    no way to send it a key or a cookie, hence the dev mode's rule for this machine."""
+    ui_port, endpoint = free_port(), "http://127.0.0.1:8000/codec"
+    command = dev_server_command(
+        port=free_port(), ui_port=ui_port, db_file=None, codec_endpoint=endpoint
+    )
+    supervisor = Supervisor(env=dict(os.environ), log_dir=tmp_path)
+    supervisor.start("temporal", command)
+    try:
+        await asyncio.to_thread(
+            wait_for_port, "127.0.0.1", ui_port, supervisor=supervisor, name="the Temporal UI"
+        )
+        async with httpx.AsyncClient(timeout=30) as http:
+            shown = (await http.get(f"http://127.0.0.1:{ui_port}/api/v1/settings")).json()
+    finally:
+        supervisor.stop()
+    assert shown["Codec"]["Endpoint"] == endpoint
+    assert shown["Codec"]["PassAccessToken"] is False
+    assert shown["Codec"]["IncludeCredentials"] is False
