@@ -46,6 +46,7 @@ MAX_BODY_BYTES = 4 * 1024 * 1024
 # What the Web UI sends: JSON, its namespace, and, when told to pass its access token, that.
 UI_HEADERS = ["Authorization", "Authorization-Extras", "Content-Type", "X-Namespace"]
 ERRORS: dict[int | str, dict[str, object]] = {
+    400: {"model": Problem, "description": "The body is not UTF-8 JSON"},
     401: {"model": Problem, "description": "Missing or wrong admin key"},
     403: {"model": Problem, "description": "A page of an origin not allowed, or not our namespace"},
     413: {"model": Problem, "description": "Body too large: refused unread"},
