@@ -7,14 +7,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import callbacks, health, orders, problems
-from api.api_keys import accepted_api_keys
+from api import callbacks, codec, health, orders, problems
+from api.api_keys import accepted_admin_keys, accepted_api_keys
 from api.deps import AppState
 from api.limits import CLIENT_MAX_BODY_BYTES, BodyLimits
 from api.rate_limits import RateLimits
 from api.sources import CallbackSources
 from core.settings import Settings
-from core.temporal import connect_temporal
+from core.temporal import connect_temporal, payload_codec
 from gateways.registry import notification_verifiers
 from store.db import create_db_engine
 
@@ -39,6 +39,8 @@ def create_app(settings: Settings) -> FastAPI:
             engine=engine,
             temporal=temporal,
             api_keys=accepted_api_keys(settings),
+            admin_keys=accepted_admin_keys(settings),
+            codec=payload_codec(settings),
             signed_key_ids=signed_key_ids,
             rate_limits=rate_limits,
             verifiers=notification_verifiers(settings),
@@ -56,11 +58,17 @@ def create_app(settings: Settings) -> FastAPI:
     problems.install(app)
     app.add_middleware(
         BodyLimits,
-        limits={f"{callbacks.router.prefix}/": callbacks.MAX_BODY_BYTES},
+        limits={
+            f"{callbacks.router.prefix}/": callbacks.MAX_BODY_BYTES,
+            f"{codec.router.prefix}/": codec.MAX_BODY_BYTES,
+        },
         default=CLIENT_MAX_BODY_BYTES,
     )
+    # Outermost: a browser's preflight is answered before anything else looks at it.
+    app.add_middleware(codec.CodecCors, origins=settings.codec_cors_origin_list)
     app.include_router(orders.router)
     app.include_router(callbacks.router)
+    app.include_router(codec.router)
     app.include_router(health.router)
 
     @app.get("/healthz", include_in_schema=False)

@@ -1,4 +1,5 @@
-"""What routes depend on: the process's shared state and the authenticated client."""
+"""What routes depend on: the process's shared state, the authenticated client, and the
+authenticated operator."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from api.problems import ApiProblem
 from api.rate_limits import RateLimits
 from api.request_signatures import SCHEME, SignatureRefused
 from api.sources import CallbackSources
+from core.codec import EncryptionCodec
 from core.settings import Settings
 from core.vocabulary import Gateway
 from gateways.gateway import NotificationVerifier
@@ -33,6 +35,10 @@ class AppState:
     engine: Engine
     temporal: Client
     api_keys: tuple[str, ...]
+    # Operators' keys: never a client's, and a client's key is never one of them.
+    admin_keys: tuple[str, ...]
+    # The payload codec of the Temporal client, which the codec server offers to operators.
+    codec: EncryptionCodec
     # Key ids (`key_identity`) whose requests must be signed.
     signed_key_ids: frozenset[str]
     rate_limits: RateLimits
@@ -81,6 +87,28 @@ async def authenticated_client(
 
 
 ClientIdentity = Annotated[str, Depends(authenticated_client)]
+
+
+async def authenticated_admin(
+    request: Request, state: State, authorization: Annotated[str | None, Header()] = None
+) -> str:
+    """The calling operator's key identity: 401 unless the request presents an admin key
+    (PAYSAGA_ADMIN_KEYS) as `Bearer`. A client's API key is not one, nor is a signed request."""
+    # As for clients: a body over its limit is refused (413) before the key is looked at.
+    await request.body()
+    scheme, _, credentials = (authorization or "").partition(" ")
+    offered = credentials.strip() if scheme.lower() == "bearer" else ""
+    key = matching_key(offered, state.admin_keys)
+    if key is not None:
+        return key_identity(key)
+    if offered and matching_key(offered, state.api_keys) is not None:
+        detail = "this is a client's API key: this route takes an admin key"
+    else:
+        detail = "missing or wrong admin key: send 'Authorization: Bearer <admin key>'"
+    raise ApiProblem(401, f"{detail} (PAYSAGA_ADMIN_KEYS)", headers={"WWW-Authenticate": "Bearer"})
+
+
+AdminIdentity = Annotated[str, Depends(authenticated_admin)]
 
 
 def _presented(state: AppState, offered: str) -> str:

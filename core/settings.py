@@ -2,9 +2,10 @@
 
 In `dev` mode (the default) everything has a working default: a SQLite file under
 `PAYSAGA_HOME`, the local Temporal dev server, and the bundled sandbox for each gateway that is
-not configured, with keys created on first run. In `production` mode at least one gateway, its
-keys and the API keys must be given; a missing or placeholder one stops the process before it
-serves anything, and a gateway left unconfigured there is simply not offered.
+not configured, with keys (the gateways', an API key, an admin key, the payload encryption key)
+created on first run. In `production` mode at least one gateway, its keys, the API keys, the
+admin keys and the payload encryption keys must be given; a missing or placeholder one stops the
+process before it serves anything, and a gateway left unconfigured there is simply not offered.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from urllib.parse import urlsplit
 from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.codec import CodecError, read_key
 from core.vocabulary import Gateway
 
 # The sandbox's own merchants: dev mode talks to the sandbox as these. They match the
@@ -31,6 +33,11 @@ SANDBOX_WECHATPAY_PUBLIC_KEY_ID = "PUB_KEY_ID_0119000001092026112300000000000001
 # Long enough that guessing one is hopeless (about 190 bits as URL-safe base64).
 MIN_API_KEY_CHARS = 32
 PLACEHOLDERS = frozenset({"", "changeme", "change-me", "secret", "dev", "test"})
+# `paysaga dev` serves the Temporal Web UI here, whose pages call the codec server.
+DEV_TEMPORAL_UI_PORT = 8233
+# The dev mode's own payload encryption key, in `HOME/keys`.
+DEV_CODEC_KEY_ID = "dev"
+DEV_CODEC_KEY_FILE = "codec.key"
 
 
 class SettingsError(ValueError):
@@ -69,6 +76,14 @@ class Settings(BaseSettings):
     temporal_namespace: str = "default"
     task_queue: str = "paysaga-orders"
     api_keys: SecretStr | None = None
+    # Operators' keys (comma-separated): the admin routes and the codec server. Never a client's.
+    admin_keys: SecretStr | None = None
+    # Temporal payload encryption: comma-separated `id=path` pairs, each file one 32-byte key in
+    # base64. The key `codec_key_id` names (default: the first listed) encrypts; all decrypt.
+    codec_keys: str | None = None
+    codec_key_id: str | None = None
+    # The Temporal Web UI's origins (comma-separated), whose pages may call the codec server.
+    codec_cors_origins: str | None = None
     price_per_day: Decimal = Decimal("9.90")
     currency: str = "CNY"
     payment_timeout_seconds: int = 900
@@ -133,6 +148,17 @@ class Settings(BaseSettings):
             raise SettingsError("PAYSAGA_PRICE_PER_DAY must be a positive amount in cents")
         if self.payment_timeout_seconds < 1:
             raise SettingsError("PAYSAGA_PAYMENT_TIMEOUT_SECONDS must be at least 1")
+        if set(self.admin_key_list) & set(self.api_key_list):
+            raise SettingsError("PAYSAGA_ADMIN_KEYS may not hold a key of PAYSAGA_API_KEYS")
+        # Read now, so that pairs that are not `id=path` stop the process before it starts.
+        codec_key_ids = self.codec_key_files.keys()
+        if self.codec_key_id is not None and self.codec_key_id not in codec_key_ids:
+            raise SettingsError(
+                f"PAYSAGA_CODEC_KEY_ID is {self.codec_key_id!r}, which PAYSAGA_CODEC_KEYS "
+                "does not list"
+            )
+        for origin in self.codec_cors_origin_list:
+            _check_origin(origin)
         if self.mode == "production":
             self._check_production()
         return self
@@ -149,12 +175,7 @@ class Settings(BaseSettings):
             )
         if self.database_url is None:
             raise SettingsError("production mode needs PAYSAGA_DATABASE_URL")
-        if not self.api_key_list or any(k.lower() in PLACEHOLDERS for k in self.api_key_list):
-            raise SettingsError("production mode needs real PAYSAGA_API_KEYS (comma-separated)")
-        if any(len(key) < MIN_API_KEY_CHARS for key in self.api_key_list):
-            raise SettingsError(
-                f"production mode needs PAYSAGA_API_KEYS of {MIN_API_KEY_CHARS} characters or more"
-            )
+        _check_keys("PAYSAGA_API_KEYS", self.api_key_list)
         if "public_base_url" not in self.model_fields_set:
             # The gateways' notify_url is built from it: a default would send them nowhere.
             raise SettingsError("production mode needs an explicit PAYSAGA_PUBLIC_BASE_URL")
@@ -169,6 +190,13 @@ class Settings(BaseSettings):
         for path in self._key_files():
             if not path.is_file():
                 raise SettingsError(f"key file {path} does not exist")
+        _check_keys("PAYSAGA_ADMIN_KEYS", self.admin_key_list)
+        if self.codec_keys is None:
+            raise SettingsError(
+                "production mode needs PAYSAGA_CODEC_KEYS (id=path pairs, each file a 32-byte "
+                "key in base64): Temporal payloads are encrypted"
+            )
+        self.read_codec_keys()
 
     def _gateway_urls(self) -> list[tuple[str, str]]:
         urls = []
@@ -197,13 +225,54 @@ class Settings(BaseSettings):
 
     @cached_property
     def api_key_list(self) -> tuple[str, ...]:
-        if self.api_keys is None:
-            return ()
-        return tuple(k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip())
+        return _listed(self.api_keys)
 
     @property
     def dev_api_key_file(self) -> Path:
         return self.home / "api_key"
+
+    @cached_property
+    def admin_key_list(self) -> tuple[str, ...]:
+        return _listed(self.admin_keys)
+
+    @property
+    def dev_admin_key_file(self) -> Path:
+        return self.home / "admin_key"
+
+    @cached_property
+    def codec_key_files(self) -> dict[str, Path]:
+        """The payload encryption keys by id: PAYSAGA_CODEC_KEYS, else the dev mode's own."""
+        if self.codec_keys is not None:
+            return _key_ids("PAYSAGA_CODEC_KEYS", self.codec_keys)
+        if self.mode == "production":
+            return {}
+        return {DEV_CODEC_KEY_ID: self.keys_dir / DEV_CODEC_KEY_FILE}
+
+    def read_codec_keys(self) -> dict[str, bytes]:
+        """The payload encryption keys by id; SettingsError, naming the key, for one unusable."""
+        keys = {}
+        for key_id, path in self.codec_key_files.items():
+            try:
+                keys[key_id] = read_key(path)
+            except CodecError as unusable:
+                raise SettingsError(f"PAYSAGA_CODEC_KEYS: key {key_id!r}: {unusable}") from None
+        return keys
+
+    @property
+    def codec_encrypting_key_id(self) -> str:
+        """The key that encrypts new payloads: PAYSAGA_CODEC_KEY_ID, else the first listed."""
+        return self.codec_key_id or next(iter(self.codec_key_files))
+
+    @cached_property
+    def codec_cors_origin_list(self) -> tuple[str, ...]:
+        if self.codec_cors_origins is None:
+            if self.mode == "production":
+                return ()
+            return tuple(
+                f"http://{host}:{DEV_TEMPORAL_UI_PORT}" for host in ("127.0.0.1", "localhost")
+            )
+        listed = (origin.strip() for origin in self.codec_cors_origins.split(","))
+        return tuple(origin for origin in listed if origin)
 
     def notify_url(self, gateway: Gateway) -> str:
         return f"{self.public_base_url.rstrip('/')}/v1/callbacks/{gateway}"
@@ -267,7 +336,9 @@ class Settings(BaseSettings):
                 merchant_key_file=self.wechatpay_merchant_key_file,
                 merchant_serial=self.wechatpay_merchant_serial,
                 apiv3_key_file=self.wechatpay_apiv3_key_file,
-                public_key_files=_key_ids(self.wechatpay_public_keys),
+                public_key_files=_key_ids(
+                    "PAYSAGA_WECHATPAY_PUBLIC_KEYS", self.wechatpay_public_keys
+                ),
             )
         if self.mode == "production":
             return None
@@ -290,13 +361,42 @@ def _require(configured: str, **needed: object) -> None:
         raise SettingsError(f"{configured} needs " + ", ".join(missing))
 
 
-def _key_ids(pairs: str) -> dict[str, Path]:
+def _key_ids(setting: str, pairs: str) -> dict[str, Path]:
     keys = {}
     for pair in pairs.split(","):
         key_id, separator, path = pair.strip().partition("=")
         if not separator or not key_id.strip() or not path.strip():
-            raise SettingsError(
-                f"PAYSAGA_WECHATPAY_PUBLIC_KEYS: {pair.strip()!r} is not an id=path pair"
-            )
+            raise SettingsError(f"{setting}: {pair.strip()!r} is not an id=path pair")
         keys[key_id.strip()] = Path(path.strip())
     return keys
+
+
+def _listed(keys: SecretStr | None) -> tuple[str, ...]:
+    if keys is None:
+        return ()
+    return tuple(k.strip() for k in keys.get_secret_value().split(",") if k.strip())
+
+
+def _check_keys(setting: str, keys: tuple[str, ...]) -> None:
+    """Production keys: given, no placeholder, and too long to guess."""
+    if not keys or any(key.lower() in PLACEHOLDERS for key in keys):
+        raise SettingsError(f"production mode needs real {setting} (comma-separated)")
+    if any(len(key) < MIN_API_KEY_CHARS for key in keys):
+        raise SettingsError(
+            f"production mode needs {setting} of {MIN_API_KEY_CHARS} characters or more"
+        )
+
+
+def _check_origin(origin: str) -> None:
+    """A browser's Origin is exactly `scheme://host[:port]`: anything else would never match."""
+    parts = urlsplit(origin)
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.netloc
+        or origin.endswith("/")
+        or (parts.path or parts.query or parts.fragment)
+    ):
+        raise SettingsError(
+            f"PAYSAGA_CODEC_CORS_ORIGINS: {origin!r} is not an origin such as "
+            "https://temporal-ui.example.com (scheme, host and port only)"
+        )

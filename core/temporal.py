@@ -1,6 +1,11 @@
 """The Temporal client every paysaga process builds from its settings, and how its failures
 read.
 
+Its payloads are pydantic models as JSON, encrypted by the payload codec (core.codec) with the
+keys of PAYSAGA_CODEC_KEYS, or the dev mode's own key, made on first use by whichever process
+comes first; failures' messages and stack traces are moved into the encrypted part too, since
+they may quote an amount or a reservation.
+
 A secured cluster or Temporal Cloud: TLS once `PAYSAGA_TEMPORAL_TLS` is true or any of its files
 is given (a CA to trust instead of the system's, a client certificate and key for mutual TLS),
 and `PAYSAGA_TEMPORAL_API_KEY` sent as `Authorization: Bearer …`. An API key alone turns TLS on
@@ -9,13 +14,16 @@ too (the SDK's rule, and Temporal Cloud's): the key must never travel in the cle
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
 from temporalio.exceptions import ActivityError, FailureError
 from temporalio.service import TLSConfig
 
+from core.codec import EncryptionCodec, ensure_key
 from core.settings import Settings, SettingsError
 
 
@@ -25,10 +33,29 @@ async def connect_temporal(settings: Settings, *, lazy: bool = False) -> Client:
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(payload_codec(settings)),
         tls=temporal_tls(settings),
         api_key=None if api_key is None else api_key.get_secret_value(),
         lazy=lazy,
+    )
+
+
+def data_converter(codec: EncryptionCodec) -> DataConverter:
+    return dataclasses.replace(
+        pydantic_data_converter,
+        payload_codec=codec,
+        failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
+    )
+
+
+def payload_codec(settings: Settings) -> EncryptionCodec:
+    """The codec of PAYSAGA_CODEC_KEYS, or in dev mode, when unset, of the dev key (made now if
+    it is not there yet); SettingsError for a key file it cannot use."""
+    if settings.codec_keys is None:
+        for path in settings.codec_key_files.values():
+            ensure_key(path)
+    return EncryptionCodec(
+        settings.read_codec_keys(), encrypt_with=settings.codec_encrypting_key_id
     )
 
 

@@ -18,8 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from api.api_keys import dev_api_key
+from api.api_keys import dev_admin_key, dev_api_key
+from core.codec import ensure_key
+from core.secret_files import kept_secret
 from core.settings import (
+    DEV_CODEC_KEY_FILE,
+    DEV_TEMPORAL_UI_PORT,
     SANDBOX_WECHATPAY_APPID,
     SANDBOX_WECHATPAY_MCHID,
     SANDBOX_WECHATPAY_MERCHANT_SERIAL,
@@ -30,24 +34,24 @@ from gateways.alipay_signing import generate_key_pair
 from paysaga.temporal_server import dev_server_command
 from store.schema import upgrade
 
-TEMPORAL_UI_PORT = 8233
 APIV3_KEY_ALPHABET = string.ascii_letters + string.digits
 START_TIMEOUT_SECONDS = 60
 
 
 def ensure_dev_keys(keys_dir: Path) -> None:
     """Made once: the merchant's key pairs for Alipay (`app`) and WeChat Pay, the sandbox's own
-    pairs standing in for Alipay's and WeChat Pay's, and the WeChat Pay APIv3 key the merchant
-    and WeChat Pay share."""
+    pairs standing in for Alipay's and WeChat Pay's, the WeChat Pay APIv3 key the merchant
+    and WeChat Pay share, and the key Temporal payloads are encrypted with."""
     for name in ("app", "sandbox", "wechatpay_merchant", "wechatpay_platform"):
         private, public = keys_dir / f"{name}_private.pem", keys_dir / f"{name}_public.pem"
         if not private.exists() or not public.exists():
             generate_key_pair(private, public)
-    apiv3 = keys_dir / "wechatpay_apiv3.key"
-    if not apiv3.exists():
-        apiv3.touch(mode=0o600)
-        # WeChat Pay's APIv3 keys are 32 letters and digits, set by the merchant.
-        apiv3.write_text("".join(secrets.choice(APIV3_KEY_ALPHABET) for _ in range(32)))
+    # WeChat Pay's APIv3 keys are 32 letters and digits, set by the merchant.
+    kept_secret(
+        keys_dir / "wechatpay_apiv3.key",
+        lambda: "".join(secrets.choice(APIV3_KEY_ALPHABET) for _ in range(32)),
+    )
+    ensure_key(keys_dir / DEV_CODEC_KEY_FILE)
 
 
 def prepare_database(url: str) -> None:
@@ -143,12 +147,15 @@ def run_dev(settings: Settings) -> int:
     home = settings.home.resolve()
     ensure_dev_keys(settings.keys_dir)
     prepare_database(settings.resolved_database_url)
-    api_key = dev_api_key(settings)
+    # Keys given in the environment are the ones taken, and are not echoed to the terminal.
+    api_key = "(PAYSAGA_API_KEYS)" if settings.api_key_list else dev_api_key(settings)
+    admin_key = "(PAYSAGA_ADMIN_KEYS)" if settings.admin_key_list else dev_admin_key(settings)
+    codec_endpoint = f"{settings.public_base_url.rstrip('/')}/codec"
     temporal_host, _, temporal_port = settings.temporal_address.rpartition(":")
     sandbox = urlsplit(settings.sandbox_url)
     wanted = {
         "Temporal": (temporal_host, int(temporal_port)),
-        "the Temporal UI": ("127.0.0.1", TEMPORAL_UI_PORT),
+        "the Temporal UI": ("127.0.0.1", DEV_TEMPORAL_UI_PORT),
         "the sandbox": (sandbox.hostname or "127.0.0.1", sandbox.port or 80),
         "the API": (settings.api_host, settings.api_port),
     }
@@ -171,7 +178,10 @@ def run_dev(settings: Settings) -> int:
         supervisor.start(
             "temporal",
             dev_server_command(
-                port=int(temporal_port), ui_port=TEMPORAL_UI_PORT, db_file=home / "temporal.db"
+                port=int(temporal_port),
+                ui_port=DEV_TEMPORAL_UI_PORT,
+                db_file=home / "temporal.db",
+                codec_endpoint=codec_endpoint,
             ),
         )
         supervisor.start_paysaga("sandbox", **sandbox_env(settings))
@@ -185,7 +195,8 @@ def run_dev(settings: Settings) -> int:
 paysaga is running (logs in {home / "logs"}):
   API docs      {settings.public_base_url}/docs
   API key       {api_key}   (Authorization: Bearer …)
-  Temporal UI   http://127.0.0.1:{TEMPORAL_UI_PORT}
+  Admin key     {admin_key}   (admin routes, the codec server)
+  Temporal UI   http://127.0.0.1:{DEV_TEMPORAL_UI_PORT}   (payloads decrypted by {codec_endpoint})
   Sandbox       {settings.sandbox_url}/sandbox/trades
 Try it:  paysaga demo      Stop: Ctrl-C
 """,

@@ -51,14 +51,22 @@ def temporal_binary() -> str:
 
 
 def dev_server_command(
-    *, port: int, ui_port: int | None, db_file: Path | None, ip: str = "127.0.0.1"
+    *,
+    port: int,
+    ui_port: int | None,
+    db_file: Path | None,
+    ip: str = "127.0.0.1",
+    codec_endpoint: str | None = None,
 ) -> list[str]:
+    """`codec_endpoint`: the codec server the Web UI's pages call to show encrypted payloads."""
     command = [temporal_binary(), "server", "start-dev", "--ip", ip, "--port", str(port)]
     command += ["--log-level", "warn"]
     if ui_port is None:
         command.append("--headless")
     else:
         command += ["--ui-port", str(ui_port), "--ui-disable-news-fetch"]
+        if codec_endpoint is not None:
+            command += ["--ui-codec-endpoint", codec_endpoint]
     if db_file is not None:
         db_file.parent.mkdir(parents=True, exist_ok=True)
         command += ["--db-filename", str(db_file)]

@@ -4,18 +4,47 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from google.protobuf.message import Message
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client, WorkflowHistory
 
 
 async def all_histories(client: Client) -> list[WorkflowHistory]:
-    return [
+    """Every workflow's history, its payloads decrypted by the client's codec: a recorded
+    history must replay without the key of the run that recorded it."""
+    histories = [
         await client.get_workflow_handle(execution.id, run_id=execution.run_id).fetch_history()
         async for execution in client.list_workflows()
     ]
+    codec = client.data_converter.payload_codec
+    found = [payload for history in histories for payload in payloads_in(*history.events)]
+    if codec is not None and found:
+        for payload, decoded in zip(found, await codec.decode(found), strict=True):
+            if decoded is not payload:
+                payload.CopyFrom(decoded)
+    return histories
+
+
+def payloads_in(*messages: Message, skipping: frozenset[str] = frozenset()) -> Iterator[Payload]:
+    """Every payload within the messages, however deep, but for fields named in `skipping`."""
+    for message in messages:
+        if isinstance(message, Payload):
+            yield message
+            continue
+        for field, value in message.ListFields():
+            kind = field.message_type  # None for scalars
+            if kind is None or field.name in skipping:
+                continue
+            if kind.GetOptions().map_entry:
+                if kind.fields_by_name["value"].message_type is not None:
+                    yield from payloads_in(*value.values(), skipping=skipping)
+            elif field.is_repeated:
+                yield from payloads_in(*value, skipping=skipping)
+            else:
+                yield from payloads_in(value, skipping=skipping)
 
 
 def record_distinct_paths(histories: list[WorkflowHistory]) -> None:

@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy.engine.url import make_url
+from temporalio.client import Client
 
 from core.settings import Settings
+from core.temporal import connect_temporal
 from paysaga.dev import (
     Supervisor,
     ensure_dev_keys,
@@ -45,6 +47,11 @@ class System:
     worker_env: tuple[dict[str, str], ...]
     temporal_command: list[str]
     database_proxy: TcpProxy | None  # PostgreSQL only: the way to cut the database off
+
+    async def temporal_client(self) -> Client:
+        """A Temporal client as our processes have it: with their payload encryption key."""
+        settings = Settings(home=self.keys_dir.parent, temporal_address=self.temporal_address)
+        return await connect_temporal(settings)
 
     def kill_workers(self) -> None:
         """As a crash would: SIGKILL, no goodbye to Temporal."""

@@ -25,8 +25,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from sqlmodel import col, select
-from temporalio.client import Client, WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
 from api.app import create_app
@@ -889,7 +888,7 @@ async def test_payments_nobody_handed_on_are_settled_by_reconciliation(
             response = await shop.notify(cut_off, gateway, notice)
             assert response.status_code == 503
 
-    client = await Client.connect(system.temporal_address, data_converter=pydantic_data_converter)
+    client = await system.temporal_client()
     # The workers keep it on a schedule; here it runs now rather than in five minutes.
     schedule = await client.get_schedule_handle(RECONCILE_WORKFLOW_ID).describe()
     assert [interval.every for interval in schedule.schedule.spec.intervals] == [
@@ -915,10 +914,10 @@ async def _each(histories: list[WorkflowHistory]) -> AsyncIterator[WorkflowHisto
 
 async def test_every_history_replays(system: System, tmp_path: Path) -> None:
     """Determinism: every saga this session ran replays on the current workflow code."""
-    client = await Client.connect(system.temporal_address, data_converter=pydantic_data_converter)
+    client = await system.temporal_client()
     histories = await all_histories(client)
     assert len(histories) >= 20
-    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=client.data_converter)
     results = await replayer.replay_workflows(_each(histories), raise_on_replay_failure=False)
     assert results.replay_failures == {}
     record_distinct_paths(histories)

@@ -21,10 +21,10 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import Case
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
+from core.temporal import data_converter, payload_codec
 from paysaga.temporal_server import FAST_POLLING, installed_binary
 from tests.databases import database_url
 from tests.fuzzing import AUTHORIZATION, ODD_TEXT, api_settings, held_in_thread, report
@@ -104,7 +104,8 @@ async def api_on_temporal(home: Path, database: str) -> AsyncIterator[str]:
     async with AsyncExitStack() as stack:
         env = await WorkflowEnvironment.start_local(
             dev_server_existing_path=installed_binary("temporal"),
-            data_converter=pydantic_data_converter,
+            # The rig's worker reads what the API writes: with the payload key under `home`.
+            data_converter=data_converter(payload_codec(api_settings(home, database))),
             search_attributes=search_attributes.ALL,
             dev_server_extra_args=[
                 arg for value in FAST_POLLING for arg in ("--dynamic-config-value", value)

@@ -229,6 +229,12 @@ def settings(address: str, **secured: Any) -> Settings:
     return Settings(temporal_address=address, **secured)
 
 
+@pytest.fixture(autouse=True)
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The client makes the dev mode's payload encryption key under PAYSAGA_HOME: the test's own.
+    monkeypatch.setenv("PAYSAGA_HOME", str(tmp_path))
+
+
 @pytest.fixture
 def mutual_tls(pki: Pki) -> dict[str, Path]:
     return {
