@@ -11,11 +11,13 @@ from temporalio.exceptions import ApplicationError
 from core.contracts import (
     Claim,
     ClaimRequest,
+    Findings,
     OperatorAction,
     OrderEnding,
     PaymentInstructions,
     PaymentNotice,
     Reconciliation,
+    ReconciliationReport,
     RefundFailure,
     RefundOrder,
     RefundReopening,
@@ -23,9 +25,10 @@ from core.contracts import (
 )
 from core.vocabulary import OrderStatus
 from store import orders
+from store import reconciliation as reconciliation_store
 from store.db import transaction
 
-# Payments handed on per reconciliation run; the next run takes the rest.
+# Findings of each kind taken per reconciliation run; the next run takes the rest.
 RECONCILE_BATCH = 200
 
 
@@ -102,12 +105,29 @@ class OrderActivities:
             orders.accept_flag(session, action=action, now=_now())
 
     @activity.defn
-    def undecided_payments(self, reconciliation: Reconciliation) -> list[PaymentNotice]:
-        recorded_before = _now() - timedelta(seconds=reconciliation.older_than_seconds)
+    def find_unfinished(self, reconciliation: Reconciliation) -> Findings:
+        """What no saga has brought to its end although it had the time to."""
+        before = _now() - timedelta(seconds=reconciliation.older_than_seconds)
         with transaction(self._engine) as session:
-            return orders.undecided_payments(
-                session, recorded_before=recorded_before, limit=RECONCILE_BATCH
+            return Findings(
+                overdue_orders=reconciliation_store.overdue_orders(
+                    session, deadline_before=before, limit=RECONCILE_BATCH
+                ),
+                undecided_payments=orders.undecided_payments(
+                    session, recorded_before=before, limit=RECONCILE_BATCH
+                ),
+                open_refunds=reconciliation_store.open_refunds(
+                    session, decided_before=before, limit=RECONCILE_BATCH
+                ),
+                flagged_orders=reconciliation_store.flagged_orders(
+                    session, limit=RECONCILE_BATCH
+                ),
             )
+
+    @activity.defn
+    def record_reconciliation(self, report: ReconciliationReport) -> None:
+        with transaction(self._engine) as session:
+            reconciliation_store.record_run(session, report=report)
 
 
 def _now() -> datetime:

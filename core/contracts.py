@@ -164,9 +164,44 @@ class RefundReopening(Contract):
 
 
 class Reconciliation(Contract):
-    """Look for payments recorded at least this long ago that no saga has decided yet."""
+    """Look for what no saga has brought to its end although it had this long to."""
 
     older_than_seconds: int
+
+
+class OrderRef(Contract):
+    """An order as the workflows that concern it are labelled."""
+
+    order_id: str
+    reservation_id: str
+    kind: OrderKind
+    gateway: Gateway
+
+
+class Findings(Contract):
+    """What a reconciliation run found left undone."""
+
+    # Pending past their deadline: their saga may be gone.
+    overdue_orders: list[OrderRef]
+    # Recorded (and so acknowledged) but not decided by any saga.
+    undecided_payments: list[PaymentNotice]
+    # Decided to be refunded, but the gateway has not confirmed it yet.
+    open_refunds: list[PaymentNotice]
+    flagged_orders: list[OrderRef]
+
+
+class Finding(Contract):
+    kind: Literal["overdue_order", "undecided_payment", "open_refund", "flagged_order"]
+    order_id: str
+    trade_no: str | None = None
+    action: str
+
+
+class ReconciliationReport(Contract):
+    workflow_run_id: str
+    started_at: datetime
+    finished_at: datetime
+    findings: list[Finding]
 
 
 class OrderOutcome(Contract):

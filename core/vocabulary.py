@@ -34,6 +34,11 @@ def order_workflow_id(order_id: str) -> str:
 RECONCILE_WORKFLOW_ID = "paysaga-reconcile"
 
 
+def recovery_workflow_id(order_id: str) -> str:
+    """One at a time per order: reconciliation never recovers an order twice at once."""
+    return f"recover-{order_id}"
+
+
 def late_payment_workflow_id(gateway: Gateway, trade_no: str) -> str:
     """One per gateway trade: however often a late payment is notified, it is settled once."""
     return f"late-payment-{gateway}-{trade_no}"

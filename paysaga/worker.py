@@ -22,11 +22,14 @@ from temporalio.client import (
     ScheduleOverlapPolicy,
     SchedulePolicy,
     ScheduleSpec,
+    ScheduleUpdate,
+    ScheduleUpdateInput,
 )
 from temporalio.worker import Worker
 
 from activities.orders import OrderActivities
 from activities.payments import PaymentActivities
+from activities.sagas import SagaActivities
 from core.contracts import Reconciliation
 from core.settings import Settings
 from core.temporal import connect_temporal
@@ -39,8 +42,12 @@ from store.db import create_db_engine, transaction
 from workflows.late_payment import LatePaymentWorkflow
 from workflows.order import OrderWorkflow
 from workflows.reconcile import ReconcileWorkflow
+from workflows.recovery import RecoverOrderWorkflow
 
-WORKFLOWS = [OrderWorkflow, LatePaymentWorkflow, ReconcileWorkflow]
+WORKFLOWS = [OrderWorkflow, LatePaymentWorkflow, RecoverOrderWorkflow, ReconcileWorkflow]
+# A run that outlives this was stuck (a worker could not replay it): the next one takes over,
+# and the sagas it started go on without it.
+RECONCILE_RUN_TIMEOUT = timedelta(hours=1)
 # Database activities are blocking SQLModel calls: they run on these threads.
 DATABASE_THREADS = 16
 logger = logging.getLogger("paysaga")
@@ -54,6 +61,7 @@ def build_worker(
     payment_activities: PaymentActivities,
     executor: ThreadPoolExecutor,
 ) -> Worker:
+    saga_activities = SagaActivities(client)
     return Worker(
         client,
         task_queue=task_queue,
@@ -70,7 +78,9 @@ def build_worker(
             order_activities.reopen_refund,
             order_activities.refund_paid_order,
             order_activities.accept_flag,
-            order_activities.undecided_payments,
+            order_activities.find_unfinished,
+            order_activities.record_reconciliation,
+            saga_activities.running_order_sagas,
             payment_activities.create_payment,
             payment_activities.check_trade,
             payment_activities.close_trade,
@@ -84,13 +94,16 @@ def build_worker(
 
 
 async def schedule_reconciliation(client: Client, settings: Settings) -> None:
-    """Run the reconciliation saga on a schedule, made once by whichever worker comes first."""
+    """Run the reconciliation saga on a schedule: made by whichever worker comes first, and
+    brought in line with the settings by every worker that starts (an operator's pause stays)."""
     schedule = Schedule(
         action=ScheduleActionStartWorkflow(
             ReconcileWorkflow.run,
             Reconciliation(older_than_seconds=settings.reconcile_after_seconds),
             id=RECONCILE_WORKFLOW_ID,
             task_queue=settings.task_queue,
+            execution_timeout=RECONCILE_RUN_TIMEOUT,
+            static_summary="reconciliation: drive unfinished work to its end",
         ),
         spec=ScheduleSpec(
             intervals=[
@@ -102,7 +115,12 @@ async def schedule_reconciliation(client: Client, settings: Settings) -> None:
     try:
         await client.create_schedule(RECONCILE_WORKFLOW_ID, schedule)
     except ScheduleAlreadyRunningError:
-        pass
+
+        def in_line(current: ScheduleUpdateInput) -> ScheduleUpdate:
+            schedule.state = current.description.schedule.state
+            return ScheduleUpdate(schedule=schedule)
+
+        await client.get_schedule_handle(RECONCILE_WORKFLOW_ID).update(in_line)
 
 
 class GatewayBreakers:

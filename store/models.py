@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import DateTime, TypeDecorator, UniqueConstraint
+from sqlalchemy import DateTime, Text, TypeDecorator, UniqueConstraint
 from sqlalchemy.engine import Dialect
 from sqlmodel import Field, SQLModel
 
@@ -202,3 +202,18 @@ class GatewayBreaker(SQLModel, table=True):
     open: bool
     reason: str | None = Field(default=None, max_length=500)
     changed_at: datetime = utc_field()
+
+
+class ReconciliationRun(SQLModel, table=True):
+    """What one reconciliation run found and did: its report, for operators."""
+
+    __tablename__ = "reconciliation_runs"
+
+    id: int | None = Field(default=None, primary_key=True)
+    # The run's own workflow run id: a retried recording writes no second row.
+    workflow_run_id: str = Field(unique=True, max_length=64)
+    started_at: datetime = utc_field(index=True)
+    finished_at: datetime = utc_field()
+    findings: int
+    # The findings, as JSON: kind, order, trade and what was done about each.
+    report: str = Field(sa_type=Text)

@@ -24,7 +24,7 @@ from core.contracts import (
     Settlement,
 )
 from core.money import format_amount
-from core.vocabulary import OrderKind, OrderStatus, refund_no_for
+from core.vocabulary import Gateway, OrderKind, OrderStatus, refund_no_for
 from store.models import (
     CreationVerdict,
     OperatorActionRecord,
@@ -479,16 +479,18 @@ def undecided_payments(
         .order_by(col(Payment.created_at))
         .limit(limit)
     ).all()
-    return [
-        PaymentNotice(
-            gateway=payment.gateway,
-            order_id=payment.order_id,
-            trade_no=payment.trade_no,
-            amount_cents=payment.amount_cents,
-            paid_at=payment.paid_at,
-        )
-        for payment in payments
-    ]
+    return [notice_of(payment) for payment in payments]
+
+
+def notice_of(payment: Payment) -> PaymentNotice:
+    """A recorded payment as the sagas take it."""
+    return PaymentNotice(
+        gateway=Gateway(payment.gateway),
+        order_id=payment.order_id,
+        trade_no=payment.trade_no,
+        amount_cents=payment.amount_cents,
+        paid_at=payment.paid_at,
+    )
 
 
 def get_order(session: Session, order_id: str) -> Order | None:
