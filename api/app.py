@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import callbacks, codec, health, orders, problems
+from api import admin, callbacks, codec, health, orders, problems
 from api.api_keys import accepted_admin_keys, accepted_api_keys
 from api.deps import AppState
 from api.limits import CLIENT_MAX_BODY_BYTES, BodyLimits
@@ -67,6 +67,7 @@ def create_app(settings: Settings) -> FastAPI:
     # Outermost: a browser's preflight is answered before anything else looks at it.
     app.add_middleware(codec.CodecCors, origins=settings.codec_cors_origin_list)
     app.include_router(orders.router)
+    app.include_router(admin.router)
     app.include_router(callbacks.router)
     app.include_router(codec.router)
     app.include_router(health.router)

@@ -188,7 +188,7 @@ async def _until_payable(
 @router.get("/orders/{order_id}", response_model=OrderPublic, responses=ERRORS)
 def get_order(order_id: OrderId, state: State, _: ClientIdentity) -> OrderPublic:
     with transaction(state.engine) as session:
-        return order_public(session, _known_order(session, order_id))
+        return order_public(session, known_order(session, order_id))
 
 
 @router.post(
@@ -199,7 +199,7 @@ def get_order(order_id: OrderId, state: State, _: ClientIdentity) -> OrderPublic
 async def cancel_order(order_id: OrderId, state: State, _: ClientIdentity) -> OrderPublic:
     """Cancel a pending order and close its trade. A payment that got there first wins."""
     with transaction(state.engine) as session:
-        order = _known_order(session, order_id)
+        order = known_order(session, order_id)
         if order.status != OrderStatus.PENDING:
             raise ApiProblem(409, f"the order is {order.status}, not pending")
     handle = state.temporal.get_workflow_handle(order_workflow_id(order_id))
@@ -213,7 +213,7 @@ async def cancel_order(order_id: OrderId, state: State, _: ClientIdentity) -> Or
             raise
         # Its saga ended between our read and the update: the row says how.
     with transaction(state.engine) as session:
-        return order_public(session, _known_order(session, order_id))
+        return order_public(session, known_order(session, order_id))
 
 
 @router.get(
@@ -231,7 +231,7 @@ def get_reservation(
         return reservation_public(session, reservation, datetime.now(UTC))
 
 
-def _known_order(session: Session, order_id: str) -> Order:
+def known_order(session: Session, order_id: str) -> Order:
     order = orders.get_order(session, order_id)
     if order is None:
         raise ApiProblem(404, f"no order {order_id!r}")

@@ -205,8 +205,11 @@ def test_downgrading_to_nothing_leaves_an_empty_database_that_upgrades_again(url
 
 
 def test_a_database_made_before_migrations_is_upgraded_only_once_stamped(url: str) -> None:
+    # What create_all made before migrations: the first revision's tables, and no record of it.
+    upgrade(url, FIRST_REVISION)
     engine = create_db_engine(url)
-    SQLModel.metadata.create_all(engine)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("DROP TABLE alembic_version")
     engine.dispose()
 
     with pytest.raises(UnversionedDatabaseError, match=f"paysaga db stamp {FIRST_REVISION}"):
