@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from api import callbacks, health, orders, problems
 from api.api_keys import accepted_api_keys
-from api.deps import AppState
+from api.deps import AppState, State
 from api.limits import CLIENT_MAX_BODY_BYTES, BodyLimits
+from api.metrics import Metrics, RequestMetrics
 from api.rate_limits import RateLimits
 from api.sources import CallbackSources
 from core.settings import Settings
@@ -60,6 +63,10 @@ def create_app(settings: Settings) -> FastAPI:
         limits={f"{callbacks.router.prefix}/": callbacks.MAX_BODY_BYTES},
         default=CLIENT_MAX_BODY_BYTES,
     )
+    metrics = Metrics()
+    app.state.metrics = metrics
+    # Added last, so outermost: it sees every answer, the body limits' 413 included.
+    app.add_middleware(RequestMetrics, metrics=metrics)
     app.include_router(orders.router)
     app.include_router(callbacks.router)
     app.include_router(health.router)
@@ -67,5 +74,11 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/metrics", include_in_schema=False)
+    async def scrape(state: State) -> Response:
+        # Off the event loop: the scrape reads the database.
+        text = await asyncio.to_thread(metrics.exposition, state.engine)
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
 
     return app

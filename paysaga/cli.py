@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         import uvicorn
 
         from api.app import create_app
+        from core.logs import logging_config
 
         try:
             app = create_app(settings)
@@ -50,7 +51,13 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         # The API judges who sent a request by PAYSAGA_TRUSTED_PROXIES alone: uvicorn must
         # not rewrite the peer from X-Forwarded-For before it sees it.
-        uvicorn.run(app, host=settings.api_host, port=settings.api_port, proxy_headers=False)
+        uvicorn.run(
+            app,
+            host=settings.api_host,
+            port=settings.api_port,
+            proxy_headers=False,
+            log_config=logging_config(settings),
+        )
         return 0
     if args.command == "worker":
         from paysaga import worker

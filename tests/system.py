@@ -109,8 +109,15 @@ def running_system(home: Path, database_url: str) -> Iterator[System]:
         )
         wait_for_port("127.0.0.1", temporal_port, supervisor=supervisor, name="Temporal")
         wait_for_port("127.0.0.1", sandbox_port, supervisor=supervisor, name="the sandbox")
-        # Each worker builds notify_url from its own API, so notifications reach both.
-        worker_env = tuple({"PAYSAGA_PUBLIC_BASE_URL": api_url} for api_url in api_urls[:2])
+        # Each worker builds notify_url from its own API, so notifications reach both; each
+        # serves its SDK metrics on a port of its own.
+        worker_env = tuple(
+            {
+                "PAYSAGA_PUBLIC_BASE_URL": api_url,
+                "PAYSAGA_WORKER_METRICS_ADDRESS": f"127.0.0.1:{free_port()}",
+            }
+            for api_url in api_urls[:2]
+        )
         for n, env in enumerate(worker_env):
             supervisor.start_paysaga("worker", name=f"worker-{n}", **env)
         for n, port in enumerate(api_ports):
