@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from pydantic import ValidationError
@@ -49,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         except SettingsError as refused:
             print(f"paysaga: configuration refused: {refused}", file=sys.stderr)
             return 2
+        # uvicorn drains on SIGTERM (the requests in flight are answered), then raises it
+        # again to die of it: a drained stop is a clean one.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         # The API judges who sent a request by PAYSAGA_TRUSTED_PROXIES alone: uvicorn must
         # not rewrite the peer from X-Forwarded-For before it sees it.
         uvicorn.run(
