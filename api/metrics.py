@@ -3,7 +3,7 @@
 - `paysaga_http_requests_total{method, route, code}` and
   `paysaga_http_request_duration_seconds{method, route}`: every request, by its route's
   template (`/v1/orders/{order_id}`), never its raw path; a path no route matches counts as
-  `route="unmatched"`, a method HTTP does not define as `method="other"`. So the number of
+  `route="unmatched"`, a method but the usual seven as `method="other"`. So the number of
   series stays bounded whatever strangers send, and no order id becomes a label.
 - `paysaga_callbacks_total{gateway, outcome, code}`: the gateways' notifications, by what
   became of them and the status code answered. Taken: `payment` (handed on to a saga),
@@ -142,6 +142,7 @@ class StoreFacts(Collector):
                 orders = stats.order_tallies(session)
                 refunds = stats.refund_tallies(session)
         except SQLAlchemyError as failure:
+            # Its kind only: the driver's message may name the server and the user.
             logger.warning("metrics: the database did not answer: %s", type(failure).__name__)
             up.add_metric([], 0)
             yield up
