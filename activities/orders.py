@@ -119,9 +119,7 @@ class OrderActivities:
                 open_refunds=reconciliation_store.open_refunds(
                     session, decided_before=before, limit=RECONCILE_BATCH
                 ),
-                flagged_orders=reconciliation_store.flagged_orders(
-                    session, limit=RECONCILE_BATCH
-                ),
+                flagged_orders=reconciliation_store.flagged_orders(session, limit=RECONCILE_BATCH),
             )
 
     @activity.defn

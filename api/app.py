@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from api import admin, callbacks, codec, health, orders, problems
 from api.api_keys import accepted_admin_keys, accepted_api_keys
-from api.deps import AppState
+from api.deps import AppState, State
 from api.limits import CLIENT_MAX_BODY_BYTES, BodyLimits
+from api.metrics import Metrics, RequestMetrics
 from api.rate_limits import RateLimits
 from api.sources import CallbackSources
 from core.settings import Settings
@@ -64,8 +67,12 @@ def create_app(settings: Settings) -> FastAPI:
         },
         default=CLIENT_MAX_BODY_BYTES,
     )
-    # Outermost: a browser's preflight is answered before anything else looks at it.
     app.add_middleware(codec.CodecCors, origins=settings.codec_cors_origin_list)
+    metrics = Metrics()
+    app.state.metrics = metrics
+    # Added last, so outermost: it sees every answer, the body limits' 413 and the codec's
+    # preflights included.
+    app.add_middleware(RequestMetrics, metrics=metrics)
     app.include_router(orders.router)
     app.include_router(admin.router)
     app.include_router(callbacks.router)
@@ -75,5 +82,11 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/metrics", include_in_schema=False)
+    async def scrape(state: State) -> Response:
+        # Off the event loop: the scrape reads the database.
+        text = await asyncio.to_thread(metrics.exposition, state.engine)
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
 
     return app

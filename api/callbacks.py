@@ -28,6 +28,7 @@ from temporalio.service import RPCError
 
 from api.deps import AppState, State
 from api.limits import BodyTooLarge
+from api.metrics import app_metrics
 from api.problems import ApiProblem
 from api.schemas import is_plain_id
 from api.temporal import is_not_found, reaching_temporal
@@ -94,27 +95,30 @@ async def notification(gateway: str, request: Request, state: State) -> Response
     now = datetime.now(UTC)
     try:
         try:
-            handover = await _take(state, door, verifier, request, now)
+            outcome, handover = await _take(state, door, verifier, request, now)
         except Refused as refusal:
             _record_refusal(state, door, refusal, now)
             message = f"notification rejected: {refusal.reason}"
-            return _reply(verifier.refusal(refusal.status_code, message))
+            reply = verifier.refusal(refusal.status_code, message)
+            return _reply(reply, request=request, gateway=door, outcome="refused")
         if handover is not None:
             await _hand_over(state, handover)
     except ApiProblem as problem:
-        return _reply(verifier.refusal(problem.status_code, problem.detail))
+        reply = verifier.refusal(problem.status_code, problem.detail)
+        return _reply(reply, request=request, gateway=door, outcome="failed")
     except OperationalError:
         # Nothing was committed: the gateway must send it again.
         message = "the database is unavailable; nothing was recorded, send again"
-        return _reply(verifier.refusal(503, message))
-    return _reply(verifier.acknowledgement())
+        reply = verifier.refusal(503, message)
+        return _reply(reply, request=request, gateway=door, outcome="failed")
+    return _reply(verifier.acknowledgement(), request=request, gateway=door, outcome=outcome)
 
 
 async def _take(
     state: AppState, door: Gateway, verifier: NotificationVerifier, request: Request, now: datetime
-) -> Handover | None:
-    """Check where a callback comes from, then read, verify and record it; the payment to
-    hand on, if any. Raises Refused."""
+) -> tuple[str, Handover | None]:
+    """Check where a callback comes from, then read, verify and record it; what became of it,
+    and the payment to hand on, if any. Raises Refused."""
     peer = request.client.host if request.client is not None else None
     wrong_source = state.callback_sources.refusal(
         door, peer, request.headers.getlist("x-forwarded-for")
@@ -153,8 +157,9 @@ class Handover:
 
 def _record_notification(
     session: Session, body: bytes, event: NotifiedEvent, now: datetime
-) -> Handover | None:
-    """Record a verified notification; the payment to hand on, if any. Raises Refused."""
+) -> tuple[str, Handover | None]:
+    """Record a verified notification; what became of it, and the payment to hand on, if any.
+    Raises Refused."""
     if event.nonce is not None and not nonces.first_sighting(
         session, scope=event.gateway, nonce=event.nonce, now=now, window=FRESHNESS_WINDOW
     ):
@@ -173,14 +178,14 @@ def _record_notification(
         # A refund's notice or a trade that is not paid (yet) moves no money in: recorded
         # for the audit trail, nothing more.
         _record(session, event, body, outcome=event.kind, now=now)
-        return None
+        return event.kind, None
     if event.amount_cents is None:
         # A payment the gateway states no amount for cannot be settled; asking again is how
         # the saga will learn it.
         reason = "a payment without an amount"
         orders.flag_order(session, order_id=order.id, reason=reason, now=now)
         _record(session, event, body, outcome="flagged", reason=reason, now=now)
-        return None
+        return "flagged", None
     # A payment of another amount is recorded and handed on like any other: settling it
     # refunds it (the money was captured) and flags its order.
     notice = PaymentNotice(
@@ -192,9 +197,10 @@ def _record_notification(
     )
     payment = orders.record_payment(session, notice=notice, now=now)
     _record(session, event, body, outcome="payment", now=now)
+    # A payment already decided (a repeat of its notification) needs no second hand-over.
     if payment.status != PaymentStatus.RECEIVED:
-        return None  # already decided (a repeat of its notification): no second hand-over
-    return Handover(notice, order.reservation_id, order.kind)
+        return "duplicate", None
+    return "payment", Handover(notice, order.reservation_id, order.kind)
 
 
 async def _hand_over(state: AppState, handover: Handover) -> None:
@@ -258,5 +264,6 @@ def _record(
     )
 
 
-def _reply(reply: CallbackReply) -> Response:
+def _reply(reply: CallbackReply, *, request: Request, gateway: Gateway, outcome: str) -> Response:
+    app_metrics(request).count_callback(gateway=gateway, outcome=outcome, code=reply.status_code)
     return Response(reply.body, status_code=reply.status_code, media_type=reply.media_type)

@@ -139,6 +139,12 @@ class Settings(BaseSettings):
     temporal_tls_cert_file: Path | None = None
     temporal_tls_key_file: Path | None = None
     temporal_api_key: SecretStr | None = None
+    # Log lines: `json` (one object per line, for a log pipeline) or `text` (for people);
+    # unset: json in production mode, text in dev.
+    log_format: Literal["json", "text"] | None = None
+    # Where the worker serves the Temporal SDK's metrics for Prometheus (`host:port`, path
+    # /metrics); empty: not served. Two workers on one machine need two ports.
+    worker_metrics_address: str = "127.0.0.1:9464"
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -214,6 +220,12 @@ class Settings(BaseSettings):
             files += [wechatpay.merchant_key_file, wechatpay.apiv3_key_file]
             files += wechatpay.public_key_files.values()
         return files
+
+    @property
+    def resolved_log_format(self) -> Literal["json", "text"]:
+        if self.log_format is not None:
+            return self.log_format
+        return "json" if self.mode == "production" else "text"
 
     @property
     def resolved_database_url(self) -> str:

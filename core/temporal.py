@@ -21,14 +21,18 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
 from temporalio.exceptions import ActivityError, FailureError
+from temporalio.runtime import Runtime
 from temporalio.service import TLSConfig
 
 from core.codec import EncryptionCodec, ensure_key
 from core.settings import Settings, SettingsError
 
 
-async def connect_temporal(settings: Settings, *, lazy: bool = False) -> Client:
-    """Lazy for the API: it starts, and answers 503 with a reason, while Temporal is down."""
+async def connect_temporal(
+    settings: Settings, *, lazy: bool = False, runtime: Runtime | None = None
+) -> Client:
+    """Lazy for the API: it starts, and answers 503 with a reason, while Temporal is down. A
+    worker passes the runtime that exports its metrics: its workers take the client's."""
     api_key = settings.temporal_api_key
     return await Client.connect(
         settings.temporal_address,
@@ -37,6 +41,7 @@ async def connect_temporal(settings: Settings, *, lazy: bool = False) -> Client:
         tls=temporal_tls(settings),
         api_key=None if api_key is None else api_key.get_secret_value(),
         lazy=lazy,
+        runtime=runtime,
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -70,14 +71,24 @@ def api() -> None:
     import uvicorn
 
     from api.app import create_app
+    from core.logs import logging_config
 
     try:
         served = create_app(settings)
     except SettingsError as refused:
         _refuse(str(refused))
+    # uvicorn drains on SIGTERM (the requests in flight are answered), then raises it again to
+    # die of it: a drained stop is a clean one.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     # The API judges who sent a request by PAYSAGA_TRUSTED_PROXIES alone: uvicorn must not
     # rewrite the peer from X-Forwarded-For before it sees it.
-    uvicorn.run(served, host=settings.api_host, port=settings.api_port, proxy_headers=False)
+    uvicorn.run(
+        served,
+        host=settings.api_host,
+        port=settings.api_port,
+        proxy_headers=False,
+        log_config=logging_config(settings),
+    )
 
 
 @app.command()

@@ -25,13 +25,21 @@ from temporalio.client import (
     ScheduleUpdate,
     ScheduleUpdateInput,
 )
+from temporalio.runtime import (
+    LogForwardingConfig,
+    LoggingConfig,
+    PrometheusConfig,
+    Runtime,
+    TelemetryConfig,
+)
 from temporalio.worker import Worker
 
 from activities.orders import OrderActivities
 from activities.payments import PaymentActivities
 from activities.sagas import SagaActivities
 from core.contracts import Reconciliation
-from core.settings import Settings
+from core.logs import configure_logging
+from core.settings import Settings, SettingsError
 from core.temporal import connect_temporal
 from core.vocabulary import RECONCILE_WORKFLOW_ID, Gateway
 from gateways.breaker import Breaker
@@ -196,9 +204,29 @@ class GatewayBreakers:
             logger.error("the breaker change was not recorded: %s", failure)
 
 
+def worker_runtime(settings: Settings) -> Runtime:
+    """The Temporal SDK's runtime for a worker: its core's logs go through ours (one format on
+    every line), and its metrics are served for Prometheus at PAYSAGA_WORKER_METRICS_ADDRESS,
+    path /metrics, unless that is empty."""
+    address = settings.worker_metrics_address.strip()
+    try:
+        return Runtime(
+            telemetry=TelemetryConfig(
+                logging=LoggingConfig(
+                    filter=LoggingConfig.default.filter,
+                    forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core")),
+                ),
+                metrics=PrometheusConfig(bind_address=address) if address else None,
+            )
+        )
+    except ValueError as failure:
+        # A bad address, or one another process (a second worker?) already serves on.
+        raise SettingsError(f"PAYSAGA_WORKER_METRICS_ADDRESS {address}: {failure}") from failure
+
+
 async def run_worker(settings: Settings) -> None:
     engine = create_db_engine(settings.resolved_database_url)
-    client = await connect_temporal(settings)
+    client = await connect_temporal(settings, runtime=worker_runtime(settings))
     await schedule_reconciliation(client, settings)
     async with httpx.AsyncClient(timeout=15) as http:
         with ThreadPoolExecutor(max_workers=DATABASE_THREADS) as executor:
@@ -232,8 +260,9 @@ async def run_worker(settings: Settings) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    asyncio.run(run_worker(Settings()))
+    settings = Settings()
+    configure_logging(settings)
+    asyncio.run(run_worker(settings))
 
 
 if __name__ == "__main__":

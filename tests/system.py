@@ -116,8 +116,15 @@ def running_system(home: Path, database_url: str) -> Iterator[System]:
         )
         wait_for_port("127.0.0.1", temporal_port, supervisor=supervisor, name="Temporal")
         wait_for_port("127.0.0.1", sandbox_port, supervisor=supervisor, name="the sandbox")
-        # Each worker builds notify_url from its own API, so notifications reach both.
-        worker_env = tuple({"PAYSAGA_PUBLIC_BASE_URL": api_url} for api_url in api_urls[:2])
+        # Each worker builds notify_url from its own API, so notifications reach both; each
+        # serves its SDK metrics on a port of its own.
+        worker_env = tuple(
+            {
+                "PAYSAGA_PUBLIC_BASE_URL": api_url,
+                "PAYSAGA_WORKER_METRICS_ADDRESS": f"127.0.0.1:{free_port()}",
+            }
+            for api_url in api_urls[:2]
+        )
         for n, env in enumerate(worker_env):
             supervisor.start_paysaga("worker", name=f"worker-{n}", **env)
         for n, port in enumerate(api_ports):
@@ -128,6 +135,10 @@ def running_system(home: Path, database_url: str) -> Iterator[System]:
                 PAYSAGA_API_PORT=str(port),
                 PAYSAGA_PUBLIC_BASE_URL=api_urls[n],
                 PAYSAGA_PAYMENT_TIMEOUT_SECONDS=str(timeout),
+                # Orders taken by the short-timeout API stop watching for late payments soon
+                # after their deadline, so that both ways a late payment is refunded (by the
+                # order's saga while it watches, by a late-payment saga after) are exercised.
+                PAYSAGA_LATE_PAYMENT_HORIZON_SECONDS=str(timeout if n == 2 else 90000),
             )
         for port in api_ports:
             wait_for_port("127.0.0.1", port, supervisor=supervisor, name="an API")
