@@ -29,6 +29,7 @@ from api.schemas import (
     ReservationPublic,
 )
 from api.temporal import is_not_found, reaching_temporal, retrieve_start_failure
+from api.timeline import Timeline, order_timeline
 from api.views import order_public, reservation_public
 from core.contracts import OrderOutcome, OrderRequest
 from core.money import format_amount, to_cents
@@ -189,6 +190,17 @@ async def _until_payable(
 def get_order(order_id: OrderId, state: State, _: ClientIdentity) -> OrderPublic:
     with transaction(state.engine) as session:
         return order_public(session, known_order(session, order_id))
+
+
+@router.get("/orders/{order_id}/timeline", response_model=Timeline, responses=ERRORS)
+async def get_timeline(order_id: OrderId, state: State, _: ClientIdentity) -> Timeline:
+    """The order's story, every step in time order: created, notifications and their outcomes,
+    gateway calls and their results, supersession, refunds, flags and operators' actions.
+    `gaps` names what could not be read (Temporal unreachable, histories past retention)."""
+    timeline = await order_timeline(state.engine, state.temporal, order_id)
+    if timeline is None:
+        raise ApiProblem(404, f"no order {order_id!r}")
+    return timeline
 
 
 @router.post(

@@ -12,7 +12,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from pydantic import ValidationError
@@ -21,6 +21,9 @@ from rich.table import Table
 from rich.text import Text
 
 from core.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from api.timeline import Timeline
 
 app = typer.Typer(
     name="paysaga",
@@ -39,8 +42,10 @@ db = typer.Typer(
 temporal = typer.Typer(
     help="An existing Temporal cluster (PAYSAGA_TEMPORAL_*).", no_args_is_help=True
 )
+orders_app = typer.Typer(help="Orders, as operators see them.", no_args_is_help=True)
 app.add_typer(db, name="db")
 app.add_typer(temporal, name="temporal")
+app.add_typer(orders_app, name="orders")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,6 +208,37 @@ async def _register_search_attributes(settings: Settings) -> list[str] | str:
         return str(refused)
     except RPCError as failure:
         return f"Temporal at {settings.temporal_address} answered: {failure.message}"
+
+
+@orders_app.command("show")
+def orders_show(order_id: Annotated[str, typer.Argument(help="The order's id (ord_…).")]) -> None:
+    """An order's story, every step in time order, read from the database and Temporal."""
+    timeline = asyncio.run(_timeline(_settings(), order_id))
+    if timeline is None:
+        _complain(f"no order {order_id!r}")
+        _leave_now(1)
+    table = Table(title=f"order {timeline.order_id}: {timeline.status}")
+    for column in ("time (UTC)", "source", "what", "detail"):
+        table.add_column(column, overflow="fold")
+    for entry in timeline.entries:
+        table.add_row(f"{entry.at:%Y-%m-%d %H:%M:%S}", entry.source, entry.event, entry.detail)
+    console = Console()
+    console.print(table)
+    for gap in timeline.gaps:
+        _complain(f"not shown: {gap}")
+    _leave_now(0)
+
+
+async def _timeline(settings: Settings, order_id: str) -> Timeline | None:
+    from api.timeline import order_timeline
+    from core.temporal import connect_temporal
+    from store.db import create_db_engine
+
+    engine = create_db_engine(settings.resolved_database_url)
+    try:
+        return await order_timeline(engine, await connect_temporal(settings, lazy=True), order_id)
+    finally:
+        engine.dispose()
 
 
 def _settings() -> Settings:

@@ -8,16 +8,26 @@ NUL characters (which PostgreSQL's text cannot hold) before it is stored.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from store.models import CallbackAttempt, CallbackRefusal
 
 BODY_CHARS = 16384
 REASON_CHARS = 500
+
+
+def attempts_about(session: Session, order_id: str) -> Sequence[CallbackAttempt]:
+    """The verified callbacks about an order, in the order they came."""
+    return session.exec(
+        select(CallbackAttempt)
+        .where(CallbackAttempt.out_trade_no == order_id)
+        .order_by(col(CallbackAttempt.received_at), col(CallbackAttempt.id))
+    ).all()
 
 
 def record_attempt(

@@ -515,6 +515,14 @@ def payments_of(session: Session, order_id: str) -> Sequence[Payment]:
     ).all()
 
 
+def actions_on(session: Session, order_id: str) -> Sequence[OperatorActionRecord]:
+    return session.exec(
+        select(OperatorActionRecord)
+        .where(OperatorActionRecord.order_id == order_id)
+        .order_by(col(OperatorActionRecord.at), col(OperatorActionRecord.id))
+    ).all()
+
+
 def refunds_of(session: Session, order_id: str) -> Sequence[Refund]:
     return session.exec(
         select(Refund).where(Refund.order_id == order_id).order_by(col(Refund.created_at))

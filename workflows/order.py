@@ -483,9 +483,12 @@ class OrderWorkflow:
     async def _watch_over(self) -> None:
         """Stay while something can still happen to the order: a late payment of an unpaid
         one (refunded here), an operator's resolution of a flagged one."""
-        horizon = self._expires_at + timedelta(seconds=self._request.late_payment_horizon_seconds)
+        # A QR code may be paid until the trade expires at the gateway (Alipay's, never scanned,
+        # even after its close), and that payment notified for a while after. Zero: no watch.
+        seconds = self._request.late_payment_horizon_seconds
+        horizon = self._payable_until + timedelta(seconds=seconds)
         while True:
-            watching = self._status in UNPAID_ENDINGS and workflow.now() < horizon
+            watching = seconds > 0 and self._status in UNPAID_ENDINGS and workflow.now() < horizon
             if not self._flagged and not watching:
                 return
             if self._flagged:
