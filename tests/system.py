@@ -29,6 +29,7 @@ from tests.servers import free_port
 from tests.tcp_proxy import TcpProxy
 
 API_KEY = "psk_test_full_stack"
+ADMIN_KEY = "pak_test_full_stack_operators"
 TASK_QUEUE = "paysaga-full-stack"
 SHORT_TIMEOUT_SECONDS = 4
 LONG_TIMEOUT_SECONDS = 600
@@ -98,6 +99,7 @@ def running_system(home: Path, database_url: str) -> Iterator[System]:
         "PAYSAGA_TEMPORAL_ADDRESS": temporal_address,
         "PAYSAGA_TASK_QUEUE": TASK_QUEUE,
         "PAYSAGA_API_KEYS": API_KEY,
+        "PAYSAGA_ADMIN_KEYS": ADMIN_KEY,
         "PAYSAGA_SANDBOX_URL": sandbox_url,
         "PAYSAGA_PAYMENT_CREATE_TIMEOUT_SECONDS": "3",
         # The scenarios poll orders often; the budget itself is tested elsewhere.

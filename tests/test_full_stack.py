@@ -50,7 +50,7 @@ from tests.history_paths import all_histories, record_distinct_paths
 from tests.notifications import Callback, alipay_callback, wechatpay_callback
 from tests.rig import Sandbox
 from tests.servers import free_port, serving
-from tests.system import API_KEY, TASK_QUEUE, System, running_system
+from tests.system import ADMIN_KEY, API_KEY, TASK_QUEUE, System, running_system
 from tests.test_callback_door import signed
 from workflows.reconcile import ReconcileWorkflow
 
@@ -907,6 +907,66 @@ async def test_payments_nobody_handed_on_are_settled_by_reconciliation(
     await shop.settled(running["order_id"], "paid")
     refunded = await shop.settled(ended["order_id"], "refunded")
     assert [r["status"] for r in refunded["refunds"]] == ["succeeded"]
+
+
+async def test_an_orders_story_is_told_and_operators_act_through_their_door(
+    shop: Shop, sandbox: Sandbox, system: System
+) -> None:
+    room = reservation()
+    old = await shop.order(room, gateway=Gateway.ALIPAY)
+    new = await shop.order(room, gateway=Gateway.ALIPAY)
+    await shop.settled(old["order_id"], "superseded")
+    await sandbox.pay(old["order_id"])  # never scanned: Alipay still takes it after the close
+    await shop.settled(old["order_id"], "refunded")
+    await all_delivered(sandbox, old["order_id"])
+
+    story = await shop.get(f"/v1/orders/{old['order_id']}/timeline")
+    assert story["status"] == "refunded" and story["gaps"] == []
+    times = [datetime.fromisoformat(entry["at"]) for entry in story["entries"]]
+    assert times == sorted(times)
+    told = [(entry["source"], entry["event"], entry["detail"]) for entry in story["entries"]]
+    events = [event for _, event, _ in told]
+    # The saga creates the payment, then makes the order with it.
+    assert told[:3] == [
+        ("saga", f"OrderWorkflow order-{old['order_id']} began", None),
+        ("gateway", "create the payment at alipay", "QR code issued"),
+        ("order", "created, its QR code issued", told[2][2]),
+    ]
+    assert f"superseded by {new['order_id']}" in events
+    assert any(source == "gateway" and event.startswith("close trade") for source, event, _ in told)
+    assert any(event.startswith("alipay notified TRADE_SUCCESS") for event in events)
+    assert any(event.startswith("refund rf_") and event.endswith("confirmed") for event in events)
+    assert any(
+        (source, detail) == ("gateway", "refund accepted by the gateway")
+        and event.startswith("refund trade ")
+        for source, event, detail in told
+    )
+
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    door = f"{system.api_urls[1]}/v1/admin/orders/{new['order_id']}"
+    refused = await shop.http.post(f"{door}/extend", json={"extend_by_seconds": 60})
+    assert refused.status_code == 401  # the client's key opens no operator's door
+    extended = await shop.http.post(
+        f"{door}/extend", json={"extend_by_seconds": 60, "note": "on the phone"}, headers=admin
+    )
+    assert extended.status_code == 200, extended.text
+    moved = datetime.fromisoformat(extended.json()["expires_at"])
+    assert moved - datetime.fromisoformat(new["expires_at"]) == timedelta(seconds=60)
+    too_far = await shop.http.post(
+        f"{door}/extend", json={"extend_by_seconds": 7200}, headers=admin
+    )
+    assert too_far.status_code == 409 and "cannot move past" in too_far.json()["detail"]
+    cancelled = await shop.http.post(f"{door}/cancel", json={"note": "buyer asked"}, headers=admin)
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    again = await shop.http.post(f"{door}/cancel", json={}, headers=admin)
+    assert again.status_code == 409 and "cancelled" in again.json()["detail"]
+    later = await shop.get(f"/v1/orders/{new['order_id']}/timeline")
+    operator = [(e["event"], e["detail"]) for e in later["entries"] if e["source"] == "operator"]
+    assert operator[0][0].startswith("operator: extend deadline to ")
+    assert operator[1:] == [("operator: cancel", "buyer asked")]
+
+    runs = await shop.http.get(f"{system.api_urls[0]}/v1/admin/reconciliation/runs", headers=admin)
+    assert runs.status_code == 200 and isinstance(runs.json(), list)
 
 
 # Last, so that it replays the histories of every saga the tests above ran.
