@@ -23,6 +23,7 @@ import itertools
 import logging
 import time
 from collections.abc import Iterable, Iterator
+from typing import get_args
 
 from fastapi import Request
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -33,6 +34,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from core.contracts import Finding
 from core.vocabulary import Gateway, OrderKind, OrderStatus
 from store import stats
 from store.db import transaction
@@ -122,6 +124,9 @@ class RequestMetrics:
             )
 
 
+FINDING_KINDS = get_args(Finding.model_fields["kind"].annotation)
+
+
 class StoreFacts(Collector):
     """Orders and refunds by status, read from the database when scraped.
 
@@ -141,6 +146,7 @@ class StoreFacts(Collector):
             with transaction(self._engine) as session:
                 orders = stats.order_tallies(session)
                 refunds = stats.refund_tallies(session)
+                reconciled = stats.last_reconciliation(session)
         except SQLAlchemyError as failure:
             # Its kind only: the driver's message may name the server and the user.
             logger.warning("metrics: the database did not answer: %s", type(failure).__name__)
@@ -151,6 +157,7 @@ class StoreFacts(Collector):
         yield up
         yield from _order_families(orders)
         yield _refund_family(refunds)
+        yield from _reconciliation_families(reconciled)
 
 
 def _order_families(tallies: Iterable[stats.OrderTally]) -> Iterator[GaugeMetricFamily]:
@@ -191,3 +198,23 @@ def _refund_family(tallies: Iterable[stats.RefundTally]) -> GaugeMetricFamily:
     for (gateway, status), count in sorted(counts.items()):
         refunds.add_metric([gateway, status], count)
     return refunds
+
+
+def _reconciliation_families(
+    tally: stats.ReconciliationTally | None,
+) -> Iterator[GaugeMetricFamily]:
+    findings = GaugeMetricFamily(
+        "paysaga_reconciliation_findings",
+        "What the latest reconciliation run found left undone, by kind (each driven to its end)",
+        labels=["kind"],
+    )
+    for kind in FINDING_KINDS:
+        findings.add_metric([kind], 0 if tally is None else tally.findings[kind])
+    yield findings
+    if tally is not None:
+        finished = GaugeMetricFamily(
+            "paysaga_reconciliation_last_run_timestamp_seconds",
+            "When the latest reconciliation run finished (Unix time): alert when it is old",
+        )
+        finished.add_metric([], tally.finished_at.timestamp())
+        yield finished

@@ -3,13 +3,16 @@ each, however many rows there are."""
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import func
 from sqlalchemy import select as select_columns
 from sqlmodel import Session, col, select
 
-from store.models import Order, Refund
+from store.models import Order, ReconciliationRun, Refund
 
 
 @dataclass(frozen=True)
@@ -54,3 +57,21 @@ def refund_tallies(session: Session) -> list[RefundTally]:
         RefundTally(gateway=gateway, status=status, refunds=refunds)
         for gateway, status, refunds in session.exec(query).all()
     ]
+
+
+@dataclass(frozen=True)
+class ReconciliationTally:
+    finished_at: datetime
+    # Findings of the latest run by kind (overdue_order, undecided_payment, …).
+    findings: Counter[str]
+
+
+def last_reconciliation(session: Session) -> ReconciliationTally | None:
+    """What the latest reconciliation run found, or None before the first one."""
+    run = session.exec(
+        select(ReconciliationRun).order_by(col(ReconciliationRun.started_at).desc()).limit(1)
+    ).first()
+    if run is None:
+        return None
+    findings = Counter(finding["kind"] for finding in json.loads(run.report)["findings"])
+    return ReconciliationTally(finished_at=run.finished_at, findings=findings)

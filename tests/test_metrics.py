@@ -7,7 +7,7 @@ from __future__ import annotations
 import socket
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -21,7 +21,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
-from core.contracts import PaymentNotice
+from core.contracts import Finding, PaymentNotice, ReconciliationReport
 from core.settings import Settings, SettingsError
 from core.temporal import connect_temporal
 from core.vocabulary import Gateway, OrderStatus, late_payment_workflow_id
@@ -29,7 +29,7 @@ from gateways.alipay_signing import load_private_key
 from paysaga.dev import ensure_dev_keys
 from paysaga.temporal_server import installed_binary, register_search_attributes
 from paysaga.worker import worker_runtime
-from store import orders, stats
+from store import orders, reconciliation, stats
 from store.db import transaction
 from tests.databases import database
 from tests.notifications import alipay_callback
@@ -38,6 +38,7 @@ from tests.rig import running_worker
 from tests.servers import free_port, serving
 from tests.tcp_proxy import TcpProxy
 from tests.test_order_workflow import start_order
+from workflows.order import OrderWorkflow
 
 API_KEY = "psk_test_metrics_client"
 LATE_TRADE = "2026112322001400000000000201"
@@ -98,6 +99,26 @@ def test_orders_and_refunds_are_counted_by_group(engine: Engine) -> None:
             stats.OrderTally("renewal", "pending", "alipay", orders=1, flagged=0),
         ]
         assert stats.refund_tallies(session) == [stats.RefundTally("alipay", "pending", refunds=1)]
+
+
+def test_the_latest_reconciliation_runs_findings_are_counted_by_kind(engine: Engine) -> None:
+    with transaction(engine) as session:
+        assert stats.last_reconciliation(session) is None
+    started = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+    for minutes, kinds in ((0, ["overdue_order"] * 3), (5, ["open_refund", "flagged_order"])):
+        report = ReconciliationReport(
+            workflow_run_id=f"run-{minutes}",
+            started_at=started + timedelta(minutes=minutes),
+            finished_at=started + timedelta(minutes=minutes, seconds=1),
+            findings=[Finding(kind=kind, order_id="o", action="a") for kind in kinds],
+        )
+        with transaction(engine) as session:
+            reconciliation.record_run(session, report=report)
+    with transaction(engine) as session:
+        tally = stats.last_reconciliation(session)
+    assert tally is not None
+    assert tally.finished_at == started + timedelta(minutes=5, seconds=1)
+    assert tally.findings == {"open_refund": 1, "flagged_order": 1}
 
 
 def families(text: str) -> dict[str, list[Sample]]:
@@ -269,8 +290,14 @@ async def test_a_worker_serves_the_sdk_metrics(env: WorkflowEnvironment, tmp_pat
     client = await connect_temporal(settings, runtime=worker_runtime(settings))
     task_queue = f"metrics-{uuid.uuid4()}"
     async with running_worker(client, tmp_path, task_queue) as rig:
-        handle = await start_order(env, rig, "ord_metrics", reservation="room-metrics")
-        assert (await handle.result()).status == OrderStatus.EXPIRED
+        # In real time, with a short payment timeout: the result is read by the worker's own
+        # client (only a client with its codec can), which does not make the server skip time.
+        with env.auto_time_skipping_disabled():
+            handle = await start_order(
+                env, rig, "ord_metrics", reservation="room-metrics", payment_timeout_seconds=1
+            )
+            saga = client.get_workflow_handle_for(OrderWorkflow.run, handle.id)
+            assert (await saga.result()).status == OrderStatus.EXPIRED
         async with httpx.AsyncClient(timeout=10) as http:
             response = await http.get(f"http://127.0.0.1:{port}/metrics")
     assert response.status_code == 200
