@@ -1,12 +1,15 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import Engine
+from temporalio.testing import WorkflowEnvironment
 
 from tests.databases import database
+from tests.rig import Rig, running_worker
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -32,3 +35,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(_exit_status)
+
+
+@pytest.fixture
+async def rig(env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Rig]:
+    """A worker on its own task queue of the module's Temporal server (its `env` fixture)."""
+    async with running_worker(env.client, tmp_path, f"rig-{uuid.uuid4()}") as rig:
+        yield rig

@@ -12,7 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from store.db import create_db_engine
-from store.schema import upgrade
+from store.schema import FIRST_REVISION, upgrade
 
 POSTGRES_URL = os.environ.get(
     "PAYSAGA_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -46,3 +46,13 @@ def database(kind: str, tmp_path: Path) -> Iterator[Engine]:
             yield engine
         finally:
             engine.dispose()
+
+
+def made_before_migrations(url: str) -> None:
+    """Make the database an older paysaga left: the first migration's tables, made by
+    `create_all` then, and no record of any migration."""
+    upgrade(url, FIRST_REVISION)
+    engine = create_db_engine(url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("DROP TABLE alembic_version")
+    engine.dispose()

@@ -13,12 +13,15 @@ from typing import Any
 import httpx
 from sqlalchemy.engine import Engine
 from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
 
 from activities.orders import OrderActivities
 from activities.payments import PaymentActivities
 from core.settings import Settings
 from gateways.registry import payment_gateways
 from paysaga.dev import ensure_dev_keys
+from paysaga.temporal_server import installed_binary, register_search_attributes
 from paysaga.worker import build_worker
 from sandbox.app import create_app as create_sandbox_app
 from sandbox.settings import SandboxSettings
@@ -102,6 +105,20 @@ class Rig:
     engine: Engine
     sandbox: Sandbox
     task_queue: str
+
+
+@asynccontextmanager
+async def time_skipping_server() -> AsyncIterator[WorkflowEnvironment]:
+    """Temporal's time-skipping test server, with paysaga's search attributes."""
+    environment = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=installed_binary("temporal-test-server"),
+        data_converter=pydantic_data_converter,
+    )
+    await register_search_attributes(environment.client)
+    try:
+        yield environment
+    finally:
+        await environment.shutdown()
 
 
 @asynccontextmanager

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlmodel import SQLModel
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
     AddSearchAttributesRequest,
@@ -23,8 +22,8 @@ from typer.testing import CliRunner
 from paysaga.cli import app
 from paysaga.dev import Supervisor, wait_for_port
 from paysaga.temporal_server import installed_binary
-from store.db import create_db_engine
 from store.schema import FIRST_REVISION, current_revision, head_revision
+from tests.databases import made_before_migrations
 from tests.servers import free_port
 from workflows import search_attributes
 
@@ -92,9 +91,7 @@ def test_db_upgrade_refuses_a_database_made_before_migrations_until_it_is_stampe
     tmp_path: Path,
 ) -> None:
     url = f"sqlite:///{tmp_path / 'paysaga.db'}"
-    engine = create_db_engine(url)
-    SQLModel.metadata.create_all(engine)
-    engine.dispose()
+    made_before_migrations(url)
     env = {"PAYSAGA_HOME": str(tmp_path)}
 
     refused = runner.invoke(app, ["db", "upgrade"], env=env)

@@ -17,7 +17,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from sqlalchemy.engine import Engine
 from temporalio.common import MetricMeter
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
@@ -27,14 +26,13 @@ from core.temporal import connect_temporal
 from core.vocabulary import Gateway, OrderStatus, late_payment_workflow_id
 from gateways.alipay_signing import load_private_key
 from paysaga.dev import ensure_dev_keys
-from paysaga.temporal_server import installed_binary, register_search_attributes
 from paysaga.worker import worker_runtime
 from store import orders, reconciliation, stats
 from store.db import transaction
 from tests.databases import database
 from tests.notifications import alipay_callback
 from tests.orders import claim
-from tests.rig import running_worker
+from tests.rig import running_worker, time_skipping_server
 from tests.servers import free_port, serving
 from tests.tcp_proxy import TcpProxy
 from tests.test_order_workflow import start_order
@@ -48,13 +46,8 @@ LATE_TRADE = "2026112322001400000000000201"
 # stops the test server's clock for every later test.
 @pytest.fixture
 async def env() -> AsyncIterator[WorkflowEnvironment]:
-    environment = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=installed_binary("temporal-test-server"),
-        data_converter=pydantic_data_converter,
-    )
-    await register_search_attributes(environment.client)
-    yield environment
-    await environment.shutdown()
+    async with time_skipping_server() as environment:
+        yield environment
 
 
 def pay(engine: Engine, order_id: str, trade_no: str, cents: int = 2970) -> None:

@@ -29,7 +29,7 @@ from store.schema import (
     stamp,
     upgrade,
 )
-from tests.databases import database_url
+from tests.databases import database_url, made_before_migrations
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 AT = datetime(2026, 11, 23, 8, 30, 15, 123456, tzinfo=UTC)
@@ -205,12 +205,7 @@ def test_downgrading_to_nothing_leaves_an_empty_database_that_upgrades_again(url
 
 
 def test_a_database_made_before_migrations_is_upgraded_only_once_stamped(url: str) -> None:
-    # What create_all made before migrations: the first revision's tables, and no record of it.
-    upgrade(url, FIRST_REVISION)
-    engine = create_db_engine(url)
-    with engine.begin() as connection:
-        connection.exec_driver_sql("DROP TABLE alembic_version")
-    engine.dispose()
+    made_before_migrations(url)
 
     with pytest.raises(UnversionedDatabaseError, match=f"paysaga db stamp {FIRST_REVISION}"):
         upgrade(url)

@@ -8,7 +8,6 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,7 +29,7 @@ from core.vocabulary import Gateway, OrderStatus, order_workflow_id, recovery_wo
 from paysaga.temporal_server import FAST_POLLING, installed_binary
 from store import orders, reconciliation
 from store.db import transaction
-from tests.rig import Rig, running_worker
+from tests.rig import Rig
 from workflows import search_attributes
 from workflows.order import OrderWorkflow
 from workflows.reconcile import ReconcileWorkflow
@@ -51,12 +50,6 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
     )
     yield environment
     await environment.shutdown()
-
-
-@pytest.fixture
-async def rig(env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Rig]:
-    async with running_worker(env.client, tmp_path, f"operators-{uuid.uuid4()}") as rig:
-        yield rig
 
 
 async def start_order(

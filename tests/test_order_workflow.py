@@ -3,42 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from temporalio.client import WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from core.contracts import OrderOutcome, OrderRequest, PaymentNotice
 from core.vocabulary import Gateway, OrderStatus, late_payment_workflow_id, order_workflow_id
-from paysaga.temporal_server import installed_binary, register_search_attributes
 from store import orders
 from store.db import transaction
-from tests.rig import Rig, running_worker
+from tests.rig import Rig, time_skipping_server
 from workflows.late_payment import LatePaymentWorkflow
 from workflows.order import OrderWorkflow
 
 
 @pytest.fixture(scope="module")
 async def env() -> AsyncIterator[WorkflowEnvironment]:
-    environment = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=installed_binary("temporal-test-server"),
-        data_converter=pydantic_data_converter,
-    )
-    await register_search_attributes(environment.client)
-    yield environment
-    await environment.shutdown()
-
-
-@pytest.fixture
-async def rig(env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Rig]:
-    async with running_worker(env.client, tmp_path, f"orders-{uuid.uuid4()}") as rig:
-        yield rig
+    async with time_skipping_server() as environment:
+        yield environment
 
 
 # What each gateway calls a paid trade, a trade closed unpaid, and its create call.
