@@ -123,6 +123,15 @@ class OrderActivities:
             )
 
     @activity.defn
+    def undecided_payments(self, reconciliation: Reconciliation) -> list[PaymentNotice]:
+        """Kept for reconciliation runs from before they healed, which replay with it."""
+        recorded_before = _now() - timedelta(seconds=reconciliation.older_than_seconds)
+        with transaction(self._engine) as session:
+            return orders.undecided_payments(
+                session, recorded_before=recorded_before, limit=RECONCILE_BATCH
+            )
+
+    @activity.defn
     def record_reconciliation(self, report: ReconciliationReport) -> None:
         with transaction(self._engine) as session:
             reconciliation_store.record_run(session, report=report)

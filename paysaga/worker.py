@@ -86,6 +86,7 @@ def build_worker(
             order_activities.reopen_refund,
             order_activities.refund_paid_order,
             order_activities.accept_flag,
+            order_activities.undecided_payments,
             order_activities.find_unfinished,
             order_activities.record_reconciliation,
             saga_activities.running_order_sagas,

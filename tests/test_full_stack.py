@@ -8,6 +8,7 @@ import asyncio
 import base64
 import json
 import os
+import subprocess
 import time
 import uuid
 from collections import Counter
@@ -42,6 +43,7 @@ from gateways.alipay_signing import (
     load_private_key,
     signing_string,
 )
+from paysaga.temporal_server import installed_binary
 from paysaga.worker import WORKFLOWS
 from store.db import create_db_engine, transaction
 from store.models import CallbackAttempt, CallbackRefusal
@@ -941,6 +943,25 @@ async def test_an_orders_story_is_told_and_operators_act_through_their_door(
         and event.startswith("refund trade ")
         for source, event, detail in told
     )
+
+    # The same story in an operator's terminal, read straight from the database and Temporal.
+    shown = subprocess.run(
+        [installed_binary("paysaga"), "orders", "show", old["order_id"]],
+        env={
+            **os.environ,
+            "PAYSAGA_HOME": str(system.keys_dir.parent),
+            "PAYSAGA_DATABASE_URL": system.database_url,
+            "PAYSAGA_TEMPORAL_ADDRESS": system.temporal_address,
+            "COLUMNS": "200",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert f"order {old['order_id']}: refunded" in shown.stdout
+    assert f"superseded by {new['order_id']}" in shown.stdout
+    assert "refund accepted by the gateway" in shown.stdout
 
     admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
     door = f"{system.api_urls[1]}/v1/admin/orders/{new['order_id']}"

@@ -8,6 +8,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,8 +26,16 @@ from core.contracts import (
     RefundRetry,
     Resolution,
 )
-from core.vocabulary import Gateway, OrderStatus, order_workflow_id, recovery_workflow_id
+from core.settings import Settings
+from core.vocabulary import (
+    RECONCILE_WORKFLOW_ID,
+    Gateway,
+    OrderStatus,
+    order_workflow_id,
+    recovery_workflow_id,
+)
 from paysaga.temporal_server import FAST_POLLING, installed_binary
+from paysaga.worker import schedule_reconciliation
 from store import orders, reconciliation
 from store.db import transaction
 from tests.rig import Rig
@@ -367,3 +376,20 @@ async def _contains(text: Awaitable[str], part: str) -> bool:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+async def test_the_reconciliation_schedule_follows_the_settings_and_keeps_a_pause(
+    env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    settings = Settings(home=tmp_path, task_queue=f"schedule-{uuid.uuid4()}")
+    await schedule_reconciliation(env.client, settings)
+    schedule = env.client.get_schedule_handle(RECONCILE_WORKFLOW_ID)
+    await schedule.pause(note="an operator looks into something")
+
+    changed = settings.model_copy(update={"reconcile_every_seconds": 60})
+    await schedule_reconciliation(env.client, changed)
+    described = await schedule.describe()
+    assert [i.every for i in described.schedule.spec.intervals] == [timedelta(seconds=60)]
+    assert described.schedule.state.paused
+    assert described.schedule.state.note == "an operator looks into something"
+    await schedule.delete()

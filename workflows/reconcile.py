@@ -14,6 +14,7 @@ Each run's report is its result (in the Web UI) and is kept for `GET /v1/admin/r
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from temporalio import workflow
@@ -43,6 +44,8 @@ from workflows.late_payment import LatePaymentWorkflow, late_payment_summary
 from workflows.order import OrderWorkflow
 from workflows.recovery import RecoverOrderWorkflow
 
+# Runs from this change on drive every kind of unfinished work to its end, and report it.
+HEALING = "reconciliation-heals"
 IN_HAND = "left to its saga, which is running"
 # Asking the gateway about a flagged order only informs the report.
 REPORT_STEP: dict[str, Any] = {
@@ -59,6 +62,8 @@ class ReconcileWorkflow:
     @workflow.run
     async def run(self, reconciliation: Reconciliation) -> ReconciliationReport:
         started_at = workflow.now()
+        if not workflow.patched(HEALING):
+            return await self._hand_over_undecided(reconciliation, started_at)
         workflow.set_current_details("looking for unfinished work")
         found: Findings = await workflow.execute_activity_method(
             OrderActivities.find_unfinished,
@@ -95,6 +100,21 @@ class ReconcileWorkflow:
         )
         workflow.set_current_details(f"{len(findings)} findings, each driven to its end")
         return report
+
+    async def _hand_over_undecided(
+        self, reconciliation: Reconciliation, started_at: datetime
+    ) -> ReconciliationReport:
+        """What runs from before HEALING did — hand on undecided payments, no more: kept so
+        that they replay as they ran."""
+        notices: list[PaymentNotice] = await workflow.execute_activity_method(
+            OrderActivities.undecided_payments, reconciliation, **DATABASE_STEP
+        )
+        return ReconciliationReport(
+            workflow_run_id=workflow.info().run_id,
+            started_at=started_at,
+            finished_at=workflow.now(),
+            findings=[await self._hand_over(notice) for notice in notices],
+        )
 
     async def _hand_over(self, notice: PaymentNotice) -> Finding:
         def found(action: str) -> Finding:
