@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast test-slow lint typecheck validate-deploy demo bench clean
+.PHONY: run test test-fast test-slow lint typecheck validate-deploy browser demo bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,8 +41,14 @@ validate-deploy: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/pytest -m "not slow"
 
-## test-slow: the whole system as processes over HTTP, on SQLite and then on PostgreSQL
-test-slow: $(STAMP)
+## browser: Debian's Chromium, which the Web UI test drives through Playwright (Playwright's
+## own browser download is not used)
+browser:
+	deploy/ci/apt-install.sh /usr/bin/chromium chromium
+
+## test-slow: the whole system as processes over HTTP, and the Web UI in Chromium, on SQLite
+## and then on PostgreSQL
+test-slow: $(STAMP) browser
 	PAYSAGA_TEST_DATABASE=sqlite $(BIN)/pytest -m slow
 	PAYSAGA_TEST_DATABASE=postgresql $(BIN)/pytest -m slow
 

@@ -33,8 +33,6 @@ SANDBOX_WECHATPAY_PUBLIC_KEY_ID = "PUB_KEY_ID_0119000001092026112300000000000001
 # Long enough that guessing one is hopeless (about 190 bits as URL-safe base64).
 MIN_API_KEY_CHARS = 32
 PLACEHOLDERS = frozenset({"", "changeme", "change-me", "secret", "dev", "test"})
-# `paysaga dev` serves the Temporal Web UI here, whose pages call the codec server.
-DEV_TEMPORAL_UI_PORT = 8233
 # The dev mode's own payload encryption key, in `HOME/keys`.
 DEV_CODEC_KEY_ID = "dev"
 DEV_CODEC_KEY_FILE = "codec.key"
@@ -82,8 +80,10 @@ class Settings(BaseSettings):
     # base64. The key `codec_key_id` names (default: the first listed) encrypts; all decrypt.
     codec_keys: str | None = None
     codec_key_id: str | None = None
-    # The Temporal Web UI's origins (comma-separated), whose pages may call the codec server.
+    # The Temporal Web UI's origins (comma-separated), whose pages may call the codec server;
+    # in dev mode, by default, those of the UI `paysaga dev` serves on `temporal_ui_port`.
     codec_cors_origins: str | None = None
+    temporal_ui_port: int = 8233
     price_per_day: Decimal = Decimal("9.90")
     currency: str = "CNY"
     payment_timeout_seconds: int = 900
@@ -281,7 +281,7 @@ class Settings(BaseSettings):
             if self.mode == "production":
                 return ()
             return tuple(
-                f"http://{host}:{DEV_TEMPORAL_UI_PORT}" for host in ("127.0.0.1", "localhost")
+                f"http://{host}:{self.temporal_ui_port}" for host in ("127.0.0.1", "localhost")
             )
         listed = (origin.strip() for origin in self.codec_cors_origins.split(","))
         return tuple(origin for origin in listed if origin)

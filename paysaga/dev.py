@@ -23,7 +23,6 @@ from core.codec import ensure_key
 from core.secret_files import kept_secret
 from core.settings import (
     DEV_CODEC_KEY_FILE,
-    DEV_TEMPORAL_UI_PORT,
     SANDBOX_WECHATPAY_APPID,
     SANDBOX_WECHATPAY_MCHID,
     SANDBOX_WECHATPAY_MERCHANT_SERIAL,
@@ -151,11 +150,12 @@ def run_dev(settings: Settings) -> int:
     api_key = "(PAYSAGA_API_KEYS)" if settings.api_key_list else dev_api_key(settings)
     admin_key = "(PAYSAGA_ADMIN_KEYS)" if settings.admin_key_list else dev_admin_key(settings)
     codec_endpoint = f"{settings.public_base_url.rstrip('/')}/codec"
+    ui_url = f"http://127.0.0.1:{settings.temporal_ui_port}"
     temporal_host, _, temporal_port = settings.temporal_address.rpartition(":")
     sandbox = urlsplit(settings.sandbox_url)
     wanted = {
         "Temporal": (temporal_host, int(temporal_port)),
-        "the Temporal UI": ("127.0.0.1", DEV_TEMPORAL_UI_PORT),
+        "the Temporal UI": ("127.0.0.1", settings.temporal_ui_port),
         "the sandbox": (sandbox.hostname or "127.0.0.1", sandbox.port or 80),
         "the API": (settings.api_host, settings.api_port),
     }
@@ -179,7 +179,7 @@ def run_dev(settings: Settings) -> int:
             "temporal",
             dev_server_command(
                 port=int(temporal_port),
-                ui_port=DEV_TEMPORAL_UI_PORT,
+                ui_port=settings.temporal_ui_port,
                 db_file=home / "temporal.db",
                 codec_endpoint=codec_endpoint,
             ),
@@ -196,7 +196,7 @@ paysaga is running (logs in {home / "logs"}):
   API docs      {settings.public_base_url}/docs
   API key       {api_key}   (Authorization: Bearer …)
   Admin key     {admin_key}   (admin routes, the codec server)
-  Temporal UI   http://127.0.0.1:{DEV_TEMPORAL_UI_PORT}   (payloads decrypted by {codec_endpoint})
+  Temporal UI   {ui_url}   (payloads decrypted by {codec_endpoint})
   Sandbox       {settings.sandbox_url}/sandbox/trades
 Try it:  paysaga demo      Stop: Ctrl-C
 """,

@@ -31,20 +31,6 @@ fail() {
     exit 1
 }
 
-ensure_docker_compose() {
-    command -v docker-compose >/dev/null && return
-    command -v apt-get >/dev/null ||
-        fail "docker-compose is missing and this is no Debian system: install docker-compose"
-    local as_root=()
-    [ "$(id -u)" -eq 0 ] || as_root=(sudo)
-    echo "validate-deploy: installing Debian's docker-compose" >&2
-    local install=(env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-compose)
-    # Package lists that are stale or absent (a fresh container) first fail the install.
-    "${as_root[@]}" "${install[@]}" ||
-        { "${as_root[@]}" apt-get update -q && "${as_root[@]}" "${install[@]}"; } ||
-        fail "could not install docker-compose"
-}
-
 # docker-compose with the given values file only: nothing from the caller's environment or from
 # a .env in the checkout may stand in for a value.
 compose() {
@@ -105,7 +91,7 @@ check_scripts() {
     echo "ok  sh -n deploy/temporal/*.sh deploy/postgres/*.sh"
 }
 
-ensure_docker_compose
+deploy/ci/apt-install.sh docker-compose docker-compose
 check_combinations
 check_required_values_bite
 check_kubernetes
