@@ -22,7 +22,9 @@ def kept_secret(path: Path, make: Callable[[], str]) -> str:
         handle, draft = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
         try:
             with os.fdopen(handle, "w") as out:
-                out.write(make() + "\n")
+                # Exactly the secret, no newline: some readers (WeChat Pay SDKs reading the
+                # APIv3 key) take a file's text as it is.
+                out.write(make())
             try:
                 os.link(draft, path)
             except FileExistsError:
