@@ -129,7 +129,11 @@ async def resolve(
     return _order(state, order_id)
 
 
-@router.get("/reconciliation/runs", response_model=list[ReconciliationRunPublic])
+@router.get(
+    "/reconciliation/runs",
+    response_model=list[ReconciliationRunPublic],
+    responses={401: ERRORS[401], 422: ERRORS[422]},
+)
 def reconciliation_runs(
     state: State,
     _: AdminIdentity,

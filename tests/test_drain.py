@@ -221,7 +221,8 @@ async def test_the_worker_finishes_the_activity_in_hand_then_exits_0(tmp_path: P
         await asyncio.to_thread(
             wait_for_port, "127.0.0.1", metrics_port, supervisor=supervisor, name="the worker"
         )
-        client = await connect_temporal(Settings(temporal_address=temporal_address))
+        # With the processes' home: their payload key is the one that reads what they write.
+        client = await connect_temporal(Settings(home=tmp_path, temporal_address=temporal_address))
         request = OrderRequest(
             order_id=ORDER,
             reservation_id="room-drain",
