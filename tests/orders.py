@@ -16,6 +16,29 @@ from store.db import transaction
 DAY_CENTS = 990
 
 
+def order_request(
+    order_id: str,
+    *,
+    reservation: str = "room-1",
+    days: int = 3,
+    gateway: Gateway = Gateway.ALIPAY,
+    **timing: int,
+) -> OrderRequest:
+    """What the API asks a saga for, at the default price; `timing` sets its seconds
+    (payment_timeout_seconds, late_payment_horizon_seconds, …)."""
+    seconds = {"payment_timeout_seconds": 900, "payment_create_timeout_seconds": 20, **timing}
+    return OrderRequest(
+        order_id=order_id,
+        reservation_id=reservation,
+        days=days,
+        amount_cents=DAY_CENTS * days,
+        currency="CNY",
+        gateway=gateway,
+        request_fingerprint="f",
+        **seconds,
+    )
+
+
 def claim(
     engine: Engine,
     order_id: str,
@@ -27,17 +50,7 @@ def claim(
 ) -> list[str]:
     """Claim `reservation` for a new pending order; the ids of the orders it superseded."""
     now = datetime.now(UTC) if now is None else now
-    request = OrderRequest(
-        order_id=order_id,
-        reservation_id=reservation,
-        days=days,
-        amount_cents=DAY_CENTS * days,
-        currency="CNY",
-        gateway=gateway,
-        request_fingerprint="f",
-        payment_timeout_seconds=900,
-        payment_create_timeout_seconds=20,
-    )
+    request = order_request(order_id, reservation=reservation, days=days, gateway=gateway)
     with transaction(engine) as session:
         result = orders.claim_reservation(
             session,

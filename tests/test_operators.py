@@ -20,7 +20,6 @@ from temporalio.testing import WorkflowEnvironment
 from core.contracts import (
     DeadlineExtension,
     OrderOutcome,
-    OrderRequest,
     PaymentNotice,
     Reconciliation,
     RefundRetry,
@@ -38,6 +37,7 @@ from paysaga.temporal_server import FAST_POLLING, installed_binary
 from paysaga.worker import schedule_reconciliation
 from store import orders, reconciliation
 from store.db import transaction
+from tests.orders import order_request
 from tests.rig import Rig
 from workflows import search_attributes
 from workflows.order import OrderWorkflow
@@ -72,16 +72,10 @@ async def start_order(
 ) -> tuple[str, WorkflowHandle[OrderWorkflow, OrderOutcome]]:
     """An order started as the API starts it, once its QR code exists."""
     order_id = f"ord_{uuid.uuid4().hex[:24]}"
-    request = OrderRequest(
-        order_id=order_id,
-        reservation_id=reservation,
-        days=3,
-        amount_cents=2970,
-        currency="CNY",
-        gateway=Gateway.ALIPAY,
-        request_fingerprint="f",
+    request = order_request(
+        order_id,
+        reservation=reservation,
         payment_timeout_seconds=timeout,
-        payment_create_timeout_seconds=20,
         late_payment_horizon_seconds=horizon,
         deadline_extension_seconds=extension,
     )

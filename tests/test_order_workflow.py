@@ -16,6 +16,7 @@ from core.vocabulary import Gateway, OrderStatus, late_payment_workflow_id, orde
 from store import orders
 from store.db import transaction
 from store.models import Order
+from tests.orders import order_request
 from tests.rig import Rig, time_skipping_server
 from workflows.late_payment import LatePaymentWorkflow
 from workflows.order import OrderWorkflow
@@ -52,16 +53,11 @@ async def start_order(
     gateway: Gateway = Gateway.ALIPAY,
     payment_timeout_seconds: int = 900,
 ) -> WorkflowHandle[OrderWorkflow, OrderOutcome]:
-    request = OrderRequest(
-        order_id=order_id,
-        reservation_id=reservation,
-        days=3,
-        amount_cents=2970,
-        currency="CNY",
+    request = order_request(
+        order_id,
+        reservation=reservation,
         gateway=gateway,
-        request_fingerprint="f",
         payment_timeout_seconds=payment_timeout_seconds,
-        payment_create_timeout_seconds=20,
     )
     handle = await env.client.start_workflow(
         OrderWorkflow.run, request, id=order_workflow_id(order_id), task_queue=rig.task_queue
