@@ -122,7 +122,7 @@ class OrderWorkflow:
             instructions = await self._make_order_claiming_first(expires_at)
         if instructions is None:
             # No order was made (there is no row to end): the saga tells so in the UI.
-            self._set_status(OrderStatus.CANCELLED)
+            self._update(OrderStatus.CANCELLED, flagged=False)
         else:
             # Only now may the API answer: a client that GETs the order must see its QR code.
             self._instructions = instructions
@@ -339,7 +339,7 @@ class OrderWorkflow:
                     **DATABASE_STEP,
                 )
                 self._update(self._status, flagged=still_flagged)
-                self._record(await asyncio.shield(asyncio.ensure_future(refund(order))))
+                self._record(await refund(order))
         self._operator_acted = True
         return self._status
 
@@ -375,7 +375,7 @@ class OrderWorkflow:
                 )
                 self._update(self._status, flagged=False)
                 if order is not None:
-                    self._record(await asyncio.shield(asyncio.ensure_future(refund(order))))
+                    self._record(await refund(order))
         self._operator_acted = True
         return self._status
 
@@ -596,9 +596,6 @@ class OrderWorkflow:
         if settled.failed_refund is not None:
             self._failed_refunds.append(settled.failed_refund)
         self._update(settled.status, flagged=settled.flagged)
-
-    def _set_status(self, status: OrderStatus) -> None:
-        self._update(status, flagged=self._flagged)
 
     def _update(self, status: OrderStatus, *, flagged: bool) -> None:
         """The order's status and flag, as the UI's search attributes show them."""

@@ -59,14 +59,16 @@ async def settle(notice: PaymentNotice) -> Settled:
     )
     if settlement.refund is None:
         return Settled(settlement.order_status, settlement.flagged)
-    # Once decided, a refund runs to its end even if the workflow is cancelled meanwhile.
-    return await asyncio.shield(
-        asyncio.ensure_future(refund(settlement.refund, flagged=settlement.flagged))
-    )
+    return await refund(settlement.refund, flagged=settlement.flagged)
 
 
 async def refund(order: RefundOrder, *, flagged: bool = False) -> Settled:
     """Give a payment's money back and confirm it; a refusal for good flags the order."""
+    # Once decided, a refund runs to its end even if the workflow is cancelled meanwhile.
+    return await asyncio.shield(asyncio.ensure_future(_refund(order, flagged=flagged)))
+
+
+async def _refund(order: RefundOrder, *, flagged: bool) -> Settled:
     why = f": {order.reason}" if order.reason else ""
     workflow.set_current_details(f"refunding trade {order.trade_no}{why}")
     try:
