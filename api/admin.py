@@ -20,14 +20,14 @@ from temporalio.service import RPCError
 from api.deps import AdminIdentity, AppState, State
 from api.orders import ERRORS, OrderId, known_order
 from api.problems import ApiProblem
-from api.schemas import OrderPublic
 from api.temporal import is_not_found, reaching_temporal
-from api.views import order_public
 from core.contracts import DeadlineExtension, OperatorAction, RefundRetry, Resolution
+from core.public import OrderPublic
 from core.temporal import failure_reason
 from core.vocabulary import order_workflow_id
 from store import orders, reconciliation
 from store.db import transaction
+from store.views import order_public
 from workflows.order import OrderWorkflow
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
@@ -88,7 +88,11 @@ async def cancel(
     with transaction(state.engine) as session:
         action = OperatorAction(order_id=order_id, action="cancel", note=body.note)
         orders.record_action(session, action=action, now=datetime.now(UTC))
-        return order_public(session, known_order(session, order_id))
+        return order_public(
+            session,
+            known_order(session, order_id),
+            public_base_url=state.settings.public_base_url,
+        )
 
 
 @router.post("/orders/{order_id}/extend", response_model=OrderPublic, responses=REFUSED)
@@ -177,4 +181,8 @@ async def _act(
 
 def _order(state: AppState, order_id: str) -> OrderPublic:
     with transaction(state.engine) as session:
-        return order_public(session, known_order(session, order_id))
+        return order_public(
+            session,
+            known_order(session, order_id),
+            public_base_url=state.settings.public_base_url,
+        )

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Header, Path
 from sqlmodel import Session
@@ -22,27 +24,28 @@ from api.schemas import (
     ID_CHARS,
     PLAIN_ID,
     OrderCreate,
-    OrderPublic,
     PriceChanged,
     Problem,
     ReservationId,
-    ReservationPublic,
 )
 from api.temporal import is_not_found, reaching_temporal, retrieve_start_failure
 from api.timeline import Timeline, order_timeline
-from api.views import order_public, reservation_public
 from core.contracts import OrderOutcome, OrderRequest
 from core.money import format_amount, to_cents
+from core.public import OrderPublic, ReservationPublic
 from core.temporal import failure_reason
-from core.vocabulary import Gateway, OrderKind, OrderStatus, order_workflow_id
+from core.vocabulary import Gateway, OrderKind, OrderStatus, PaymentTiming, order_workflow_id
 from store import orders
 from store.db import transaction
 from store.models import Order
+from store.views import order_public, reservation_public
 from workflows import search_attributes
 from workflows.order import OrderWorkflow
 
 router = APIRouter(prefix="/v1", tags=["orders"])
 
+# 192 bits: a checkout page's token cannot be guessed, even knowing the order id.
+CHECKOUT_TOKEN_BYTES = 24
 IdempotencyKey = Annotated[str | None, Header(min_length=1, max_length=200)]
 OrderId = Annotated[str, Path(min_length=1, max_length=ID_CHARS, pattern=PLAIN_ID)]
 ERRORS: dict[int | str, dict[str, object]] = {
@@ -100,13 +103,15 @@ async def create_order(
             amount=format_amount(amount_cents),
             currency=settings.currency,
         )
+    if body.return_url is not None:
+        _check_return_url(body.return_url, production=settings.mode == "production")
     fingerprint = _fingerprint(body, gateway)
     order_id = _order_id(client, idempotency_key)
     now = datetime.now(UTC)
     with transaction(state.engine) as session:
         existing = orders.get_order(session, order_id)
         if existing is not None:
-            return _replay(session, existing, fingerprint)
+            return _replay(session, existing, fingerprint, state)
         reservation = orders.get_reservation(session, body.reservation_id)
         # What the claim will most likely decide: the saga's summary is written at its start,
         # before the claim; the order itself, its details and OrderKind say what was decided.
@@ -129,6 +134,10 @@ async def create_order(
         payment_create_timeout_seconds=settings.payment_create_timeout_seconds,
         late_payment_horizon_seconds=settings.late_payment_horizon_seconds,
         deadline_extension_seconds=settings.deadline_extension_seconds,
+        payment=body.payment,
+        quote_ttl_seconds=settings.quote_ttl_seconds,
+        checkout_token=secrets.token_urlsafe(CHECKOUT_TOKEN_BYTES),
+        return_url=body.return_url,
     )
     start = WithStartWorkflowOperation(
         OrderWorkflow.run,
@@ -160,7 +169,7 @@ async def create_order(
         ):
             order = orders.get_order(session, order_id)
             if order is not None:
-                return _replay(session, order, fingerprint)
+                return _replay(session, order, fingerprint, state)
     raise problem or _not_created()
 
 
@@ -189,7 +198,11 @@ async def _until_payable(
 @router.get("/orders/{order_id}", response_model=OrderPublic, responses=ERRORS)
 def get_order(order_id: OrderId, state: State, _: ClientIdentity) -> OrderPublic:
     with transaction(state.engine) as session:
-        return order_public(session, known_order(session, order_id))
+        return order_public(
+            session,
+            known_order(session, order_id),
+            public_base_url=state.settings.public_base_url,
+        )
 
 
 @router.get("/orders/{order_id}/timeline", response_model=Timeline, responses=ERRORS)
@@ -225,7 +238,11 @@ async def cancel_order(order_id: OrderId, state: State, _: ClientIdentity) -> Or
             raise
         # Its saga ended between our read and the update: the row says how.
     with transaction(state.engine) as session:
-        return order_public(session, known_order(session, order_id))
+        return order_public(
+            session,
+            known_order(session, order_id),
+            public_base_url=state.settings.public_base_url,
+        )
 
 
 @router.get(
@@ -250,11 +267,11 @@ def known_order(session: Session, order_id: str) -> Order:
     return order
 
 
-def _replay(session: Session, order: Order, fingerprint: str) -> OrderPublic:
+def _replay(session: Session, order: Order, fingerprint: str, state: AppState) -> OrderPublic:
     """What a POST whose order exists answers: that order, unless it cannot be paid."""
     if order.request_fingerprint != fingerprint:
         raise ApiProblem(422, "this Idempotency-Key was used for a different request")
-    if order.qr_code is None:
+    if order.qr_code is None and order.payment == PaymentTiming.IMMEDIATE:
         # Made before the payment (an older saga) and then given up: as the first answer said.
         raise _not_created()
     if order.status == OrderStatus.CANCELLED:
@@ -263,13 +280,27 @@ def _replay(session: Session, order: Order, fingerprint: str) -> OrderPublic:
             f"order {order.id} was cancelled ({order.status_reason}); a new order needs a new "
             "Idempotency-Key",
         )
-    return order_public(session, order)
+    return order_public(session, order, public_base_url=state.settings.public_base_url)
+
+
+def _check_return_url(url: str, *, production: bool) -> None:
+    parts = urlsplit(url)
+    schemes = ("https",) if production else ("https", "http")
+    if parts.scheme not in schemes or not parts.hostname:
+        raise ApiProblem(
+            422,
+            f"return_url must be an absolute {' or '.join(schemes)} URL, not {url!r}",
+        )
 
 
 def _fingerprint(body: OrderCreate, gateway: Gateway) -> str:
-    canonical = json.dumps(
-        {"reservation_id": body.reservation_id, "days": body.days, "gateway": gateway}
-    )
+    request = {"reservation_id": body.reservation_id, "days": body.days, "gateway": gateway}
+    # Orders from before these fields fingerprinted without them: their replays still match.
+    if body.payment != PaymentTiming.IMMEDIATE:
+        request["payment"] = body.payment
+    if body.return_url is not None:
+        request["return_url"] = body.return_url
+    canonical = json.dumps(request)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

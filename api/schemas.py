@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
-from core.vocabulary import Gateway, OrderKind, OrderStatus
+from core.vocabulary import Gateway, PaymentTiming
 
 # 0.01 to 999999999.99, two decimals at most.
 POSITIVE_AMOUNT = r"^(0\.(0[1-9]|[1-9][0-9]?)|[1-9][0-9]{0,8}(\.[0-9]{1,2})?)$"
@@ -38,6 +37,12 @@ class OrderCreate(BaseModel):
     days: Annotated[int, Field(ge=1, le=365, strict=True), BeforeValidator(_whole_number)]
     # Left out: the service's default gateway (PAYSAGA_DEFAULT_GATEWAY).
     gateway: Gateway | None = None
+    # `deferred`: a quote now, the trade and its QR code only when the buyer presses Pay on the
+    # checkout page (`POST /v1/orders/{id}/payment`).
+    payment: PaymentTiming = PaymentTiming.IMMEDIATE
+    # Where the checkout page sends the buyer once paid: an absolute https URL (http too in
+    # dev mode).
+    return_url: Annotated[str | None, Field(max_length=2000)] = None
     expected_amount: Annotated[
         Decimal | None,
         Field(default=None, gt=0, max_digits=11, decimal_places=2),
@@ -54,54 +59,6 @@ class OrderCreate(BaseModel):
             }
         ),
     ] = None
-
-
-class PaymentPublic(BaseModel):
-    trade_no: str
-    amount: str
-    status: str
-    paid_at: datetime | None
-
-
-class RefundPublic(BaseModel):
-    refund_no: str
-    trade_no: str
-    amount: str
-    status: str
-
-
-class OrderPublic(BaseModel):
-    order_id: str
-    reservation_id: str
-    kind: OrderKind
-    status: OrderStatus
-    status_reason: str | None
-    amount: str
-    currency: str
-    gateway: Gateway
-    # What the buyer scans: Alipay's qr_code, WeChat Pay's code_url.
-    qr_code: str | None
-    expires_at: datetime
-    created_at: datetime
-    flagged: str | None
-    payments: list[PaymentPublic]
-    refunds: list[RefundPublic]
-
-
-class OrderSummary(BaseModel):
-    order_id: str
-    kind: OrderKind
-    status: OrderStatus
-    amount: str
-    created_at: datetime
-
-
-class ReservationPublic(BaseModel):
-    reservation_id: str
-    status: Literal["new", "active", "lapsed"]
-    valid_until: datetime | None
-    payable_order_id: str | None
-    orders: list[OrderSummary]
 
 
 class Problem(BaseModel):

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from core.vocabulary import Gateway, OrderKind, OrderStatus
+from core.vocabulary import Gateway, OrderKind, OrderStatus, PaymentTiming
 
 # Sagas started before payments had a gateway of their own were all Alipay's: their recorded
 # inputs, read again on replay or by a newer worker, carry no gateway field.
@@ -39,6 +39,12 @@ class OrderRequest(Contract):
     # operator actions existed carry neither: zero.
     late_payment_horizon_seconds: int = 0
     deadline_extension_seconds: int = 0
+    # Sagas started before checkout pages and deferred payment carry none of these.
+    payment: PaymentTiming = PaymentTiming.IMMEDIATE
+    # A deferred order's quote stands this long; its payment deadline runs from the trade.
+    quote_ttl_seconds: int = 0
+    checkout_token: str | None = None
+    return_url: str | None = None
 
 
 class ClaimRequest(Contract):

@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     currency: str = "CNY"
     payment_timeout_seconds: int = 900
     payment_create_timeout_seconds: int = 20
+    # A deferred order's quote (price shown, no QR code yet) stands this long; pressing Pay
+    # after it is refused with the current price.
+    quote_ttl_seconds: int = 1800
     # An unpaid order's saga refunds a late payment itself, keeping the order's story in one
     # place, for this long after its deadline: both gateways stop re-sending a notification
     # within 25 hours (Alipay 8 times over about 25 h, WeChat Pay 15 times over about 24 h).
@@ -154,6 +157,8 @@ class Settings(BaseSettings):
             raise SettingsError("PAYSAGA_PRICE_PER_DAY must be a positive amount in cents")
         if self.payment_timeout_seconds < 1:
             raise SettingsError("PAYSAGA_PAYMENT_TIMEOUT_SECONDS must be at least 1")
+        if self.quote_ttl_seconds < 1:
+            raise SettingsError("PAYSAGA_QUOTE_TTL_SECONDS must be at least 1")
         if set(self.admin_key_list) & set(self.api_key_list):
             raise SettingsError("PAYSAGA_ADMIN_KEYS may not hold a key of PAYSAGA_API_KEYS")
         # Read now, so that pairs that are not `id=path` stop the process before it starts.

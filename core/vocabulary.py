@@ -27,6 +27,14 @@ class OrderStatus(StrEnum):
     REFUNDED = "refunded"
 
 
+class PaymentTiming(StrEnum):
+    """When an order's trade is made: with the order, or once the buyer chooses to pay."""
+
+    IMMEDIATE = "immediate"
+    # A quote first: the trade (and its QR code) only when the buyer presses Pay.
+    DEFERRED = "deferred"
+
+
 def order_workflow_id(order_id: str) -> str:
     return f"order-{order_id}"
 

@@ -77,6 +77,15 @@ class Order(SQLModel, table=True):
     qr_code: str | None = Field(default=None, max_length=500)
     request_fingerprint: str = Field(max_length=64)
     flag_reason: str | None = Field(default=None, max_length=500)
+    # A deferred order has no trade (nor QR code) until the buyer chooses to pay; until then
+    # `expires_at` is when its quote lapses, and afterwards its payment deadline.
+    payment: str = Field(
+        default="immediate", max_length=16, sa_column_kwargs={"server_default": "immediate"}
+    )
+    # The checkout page's capability: the order id alone opens nothing. Older orders have none.
+    checkout_token: str | None = Field(default=None, max_length=64)
+    # Where the checkout page sends the buyer once the order is paid.
+    return_url: str | None = Field(default=None, max_length=2000)
     expires_at: datetime = utc_field()
     created_at: datetime = utc_field()
     updated_at: datetime = utc_field()

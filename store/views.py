@@ -1,4 +1,4 @@
-"""Database rows as the API shows them."""
+"""Database rows as the business's app sees them: in the API's answers and in its events."""
 
 from __future__ import annotations
 
@@ -6,20 +6,27 @@ from datetime import datetime
 
 from sqlmodel import Session
 
-from api.schemas import (
+from core.money import format_amount
+from core.public import (
     OrderPublic,
     OrderSummary,
     PaymentPublic,
     RefundPublic,
     ReservationPublic,
 )
-from core.money import format_amount
-from core.vocabulary import Gateway, OrderKind, OrderStatus
+from core.vocabulary import Gateway, OrderKind, OrderStatus, PaymentTiming
 from store import orders
 from store.models import Order, Reservation
 
 
-def order_public(session: Session, order: Order) -> OrderPublic:
+def checkout_url(order: Order, public_base_url: str) -> str | None:
+    """The order's hosted checkout page; its token, not the order id, is what opens it."""
+    if order.checkout_token is None:
+        return None
+    return f"{public_base_url.rstrip('/')}/pay/{order.id}?token={order.checkout_token}"
+
+
+def order_public(session: Session, order: Order, *, public_base_url: str) -> OrderPublic:
     return OrderPublic(
         order_id=order.id,
         reservation_id=order.reservation_id,
@@ -29,10 +36,13 @@ def order_public(session: Session, order: Order) -> OrderPublic:
         amount=format_amount(order.amount_cents),
         currency=order.currency,
         gateway=Gateway(order.gateway),
+        payment=PaymentTiming(order.payment),
         qr_code=order.qr_code,
         expires_at=order.expires_at,
         created_at=order.created_at,
         flagged=order.flag_reason,
+        checkout_url=checkout_url(order, public_base_url),
+        return_url=order.return_url,
         payments=[
             PaymentPublic(
                 trade_no=payment.trade_no,
