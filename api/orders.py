@@ -358,8 +358,8 @@ def _replay(session: Session, order: Order, fingerprint: str, state: AppState) -
 
 
 def _check_return_url(url: str, *, production: bool) -> None:
-    parts = urlsplit(url)
     schemes = ("https",) if production else ("https", "http")
+    parts = urlsplit(url)
     if parts.scheme not in schemes or not parts.hostname:
         raise ApiProblem(
             422,
