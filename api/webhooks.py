@@ -206,6 +206,9 @@ def check_endpoint_url(url: str, *, production: bool) -> None:
         if production
         else "an https URL, or in dev mode an http URL to 127.0.0.1, ::1 or localhost"
     )
+    if not (url.isascii() and url.isprintable()) or " " in url:
+        # What is no URL never reaches the database (PostgreSQL refuses NUL in text).
+        raise ApiProblem(422, f"url must be {allowed}, in printable ASCII, not {url!r}")
     try:
         parts = urlsplit(url)
         host, _ = parts.hostname, parts.port  # a port that is no number raises

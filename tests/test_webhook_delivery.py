@@ -422,6 +422,7 @@ async def test_the_api_checks_endpoints_and_shows_each_secret_once(
             "ftp": {"url": "ftp://shop.example.com/hooks", "events": ["order.paid"]},
             "http elsewhere": {"url": "http://shop.example.com/hooks", "events": ["order.paid"]},
             "credentials": {"url": "https://u:p@shop.example.com/", "events": ["order.paid"]},
+            "NUL": {"url": "https://shop.example.com/\x00", "events": ["order.paid"]},
             "no events": {"url": "https://shop.example.com/hooks", "events": []},
             "unknown event": {"url": "https://shop.example.com/hooks", "events": ["order.lost"]},
         }

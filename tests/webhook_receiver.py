@@ -1,7 +1,7 @@
 """The business's app's side of webhooks, for tests: an HTTP server that takes deliveries, and
 takes only those the `standardwebhooks` library (code nobody here wrote) verifies with the
 secret it holds. It can fail the first attempts at each event, refuse some types, answer a
-status of choice, or hold every request until told to let go."""
+status of choice, or hold the requests about an order until told to let go."""
 
 from __future__ import annotations
 
@@ -39,15 +39,16 @@ class Receiver:
     refused_types: set[str] = field(default_factory=set)
     # What a verified event that is not failed is answered.
     answer: int = 204
-    # While set, each verified request waits until it is released.
+    # Verified requests about this order wait until this is set.
     hold: asyncio.Event | None = None
+    held_order: str | None = None
     # Every request, verified or not, in the order they came.
     requests: list[Delivered] = field(default_factory=list)
     # The events taken (answered 2xx), in the order they were: duplicates too.
     taken: list[dict[str, Any]] = field(default_factory=list)
     unverified: int = 0
     attempts: Counter[str] = field(default_factory=Counter)
-    # Set whenever a verified request arrives.
+    # Set when a request about `held_order` arrives.
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
     def app(self) -> FastAPI:
@@ -65,8 +66,8 @@ class Receiver:
                 self.unverified += 1
                 return Response(status_code=400)
             self.attempts[event["id"]] += 1
-            self.arrived.set()
-            if self.hold is not None:
+            if self.hold is not None and event["data"].get("order_id") == self.held_order:
+                self.arrived.set()
                 await self.hold.wait()
             failing = self.attempts[event["id"]] <= self.failing_attempts
             if failing or event["type"] in self.refused_types:
