@@ -250,7 +250,7 @@ class WebhookEndpoint(SQLModel, table=True):
     __tablename__ = "webhook_endpoints"
 
     id: str = Field(primary_key=True, max_length=64)
-    url: str = Field(max_length=2000)
+    url: str = Field(max_length=1000)
     # The event types it is sent, comma-separated.
     events: str = Field(max_length=500)
     enabled: bool

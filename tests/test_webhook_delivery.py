@@ -441,6 +441,7 @@ async def test_the_api_checks_endpoints_and_shows_each_secret_once(
         stranger = await running.api.get(
             "/v1/webhook-endpoints", headers={"Authorization": "Bearer wrong"}
         )
+        other_method = await running.api.delete("/v1/webhook-endpoints")
     assert created["id"].startswith("we_") and created["secret"].startswith("whsec_")
     assert len(base64.b64decode(created["secret"].removeprefix("whsec_"))) >= 24
     assert created["events"] == ["order.paid"] and created["enabled"]
@@ -454,6 +455,9 @@ async def test_the_api_checks_endpoints_and_shows_each_secret_once(
     assert disabled.json()["disabled_reason"] == "disabled by the client"
     assert rotated.status_code == 200 and rotated.json()["secret"] != created["secret"]
     assert unknown.status_code == 404 and stranger.status_code == 401
+    # Both of the path's methods, though each is a route of its own.
+    assert other_method.status_code == 405
+    assert {"GET", "POST"} <= set(other_method.headers["Allow"].split(", "))
 
 
 def test_production_takes_https_endpoints_only() -> None:

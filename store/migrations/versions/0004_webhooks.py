@@ -20,7 +20,7 @@ def upgrade() -> None:
     op.create_table(
         "webhook_endpoints",
         sa.Column("id", sa.String(length=64), nullable=False),
-        sa.Column("url", sa.String(length=2000), nullable=False),
+        sa.Column("url", sa.String(length=1000), nullable=False),
         sa.Column("events", sa.String(length=500), nullable=False),
         sa.Column("enabled", sa.Boolean(), nullable=False),
         sa.Column("disabled_reason", sa.String(length=500), nullable=True),
