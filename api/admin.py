@@ -166,14 +166,14 @@ def reconciliation_runs(
     responses={
         **ERRORS,
         404: {"description": "Unknown delivery"},
-        409: {"description": "The delivery is pending, or its endpoint disabled"},
+        409: {"description": "The delivery's endpoint is disabled"},
     },
 )
 def resend_webhook_delivery(
     delivery_id: DeliveryId, state: State, _: AdminIdentity
 ) -> DeliveryPublic:
-    """Send an ended webhook delivery again, whichever endpoint it is of: the same event (id
-    and body), signed anew."""
+    """Send a webhook delivery again, whichever endpoint it is of: the same event (id and body),
+    signed anew. One still pending is handed to its delivery workflow again."""
     return resend_delivery(state, delivery_id, endpoint_id=None)
 
 

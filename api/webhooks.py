@@ -175,21 +175,22 @@ def list_deliveries(
     response_model=DeliveryPublic,
     responses={
         **RESPONSES,
-        409: {"model": Problem, "description": "The delivery is pending, or its endpoint disabled"},
+        409: {"model": Problem, "description": "The delivery's endpoint is disabled"},
     },
 )
 def resend(
     endpoint_id: EndpointId, delivery_id: DeliveryId, state: State, _: ClientIdentity
 ) -> DeliveryPublic:
-    """Send an ended delivery again: the same event (id and body), signed anew."""
+    """Send a delivery again: the same event (id and body), signed anew. One still pending is
+    handed to its delivery workflow again."""
     return resend_delivery(state, delivery_id, endpoint_id=endpoint_id)
 
 
 def resend_delivery(
     state: AppState, delivery_id: str, *, endpoint_id: str | None
 ) -> DeliveryPublic:
-    """Make an ended delivery pending again (of `endpoint_id`, when given): the relay hands it
-    to its delivery workflow. 404 unknown, 409 pending already or its endpoint disabled."""
+    """Make a delivery pending again (of `endpoint_id`, when given): the relay hands it to its
+    delivery workflow. 404 unknown, 409 its endpoint disabled."""
     with transaction(state.engine) as session:
         try:
             delivery = webhooks.resend(

@@ -27,9 +27,9 @@ SQLITE_BUSY_TIMEOUT_SECONDS = 30
 
 
 def create_db_engine(url: str, *, public_base_url: str | None = None) -> Engine:
-    """An engine for `url`. Its transactions build the events of the orders they change with
-    `public_base_url` (the checkout page's), which an engine that changes no order can go
-    without."""
+    """An engine for `url`. The events its transactions record show an order's checkout page
+    on `public_base_url`; an engine without it (migrations, reading) may change no order that
+    an endpoint is subscribed to."""
     engine = _engine(make_url(url))
     if public_base_url is not None:
         engine.update_execution_options(**{PUBLIC_BASE_URL: public_base_url})

@@ -34,7 +34,7 @@ class UnknownDelivery(Exception):
 
 
 class ResendRefused(Exception):
-    """The delivery cannot be sent again now: the message says why."""
+    """The delivery cannot be sent again: the message says why."""
 
 
 def new_id(prefix: str) -> str:
@@ -308,8 +308,10 @@ def give_up(session: Session, *, delivery_id: str, now: datetime) -> None:
 def resend(
     session: Session, *, delivery_id: str, endpoint_id: str | None, now: datetime
 ) -> WebhookDelivery:
-    """Send an ended delivery again (its event, the same id and body): pending once more, handed
-    to its delivery workflow by the relay. `endpoint_id`, when given, must be its endpoint."""
+    """Send a delivery again (its event, the same id and body): pending once more, handed to its
+    delivery workflow by the relay. One still pending is handed over again: its workflow
+    starts anew should it have gone (terminated by an operator, say), and a running one just
+    goes on. `endpoint_id`, when given, must be the delivery's endpoint."""
     delivery = session.get(WebhookDelivery, delivery_id, with_for_update=True)
     if delivery is None or endpoint_id not in (None, delivery.endpoint_id):
         raise UnknownDelivery(f"no delivery {delivery_id!r}")
@@ -319,8 +321,6 @@ def resend(
             f"endpoint {endpoint.id} is disabled ({endpoint.disabled_reason}): nothing is sent "
             "to it"
         )
-    if delivery.status == DeliveryStatus.PENDING:
-        raise ResendRefused(f"delivery {delivery_id} is pending: it is being delivered already")
     delivery.status = DeliveryStatus.PENDING
     delivery.finished_at = None
     delivery.dispatch_due_at = now
