@@ -142,12 +142,9 @@ def _record(session: Session) -> None:
     ]
     if not decided:
         return
+    endpoints = webhooks.enabled_endpoints(session)
     subscribers = {
-        event_type: [
-            endpoint.id
-            for endpoint in webhooks.enabled_endpoints(session)
-            if event_type in webhooks.event_types(endpoint)
-        ]
+        event_type: [e.id for e in endpoints if event_type in webhooks.event_types(e)]
         for event_type in {event_type for event_type, _ in decided}
     }
     snapshots: dict[int, OrderPublic | ReservationPublic] = {}

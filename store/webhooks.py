@@ -273,6 +273,15 @@ class Attempt:
 def record_attempt(session: Session, *, delivery_id: str, attempt: Attempt) -> DeliveryStatus:
     """Keep the attempt, and end the delivery when it was taken (2xx) or refused for good
     (410, which disables its endpoint); the delivery's status afterwards."""
+    if attempt.outcome == AttemptOutcome.GONE:
+        # The endpoint's lock first, then its deliveries', as disabling always takes them: two
+        # receivers answering 410 at once wait for each other, never deadlock.
+        disable_endpoint(
+            session,
+            endpoint_id=session.get_one(WebhookDelivery, delivery_id).endpoint_id,
+            reason="the receiver answered 410 Gone",
+            now=attempt.at,
+        )
     delivery = session.get_one(WebhookDelivery, delivery_id, with_for_update=True)
     session.add(
         WebhookAttempt(
@@ -289,12 +298,6 @@ def record_attempt(session: Session, *, delivery_id: str, attempt: Attempt) -> D
         _finish(delivery, DeliveryStatus.DELIVERED, attempt.at)
     elif attempt.outcome == AttemptOutcome.GONE:
         _finish(delivery, DeliveryStatus.FAILED, attempt.at)
-        disable_endpoint(
-            session,
-            endpoint_id=delivery.endpoint_id,
-            reason="the receiver answered 410 Gone",
-            now=attempt.at,
-        )
     return DeliveryStatus(delivery.status)
 
 
