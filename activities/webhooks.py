@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 from concurrent.futures import Executor
 from datetime import UTC, datetime
 from functools import partial
+from typing import TypeVar
 
 import httpx
 from sqlalchemy.engine import Engine
@@ -31,9 +33,10 @@ from store.webhooks import Attempt, Outgoing
 
 # A receiver that has not answered by then is taken as down: the attempt is retried later.
 HTTP_TIMEOUT_SECONDS = 10
-# While a receiver makes us wait, the activity says it is alive this often: a worker that dies
-# in the middle of a delivery is noticed in seconds, not at the attempt's timeout.
+# While a delivery waits, the activity says it is alive this often: a worker that dies in the
+# middle of one is noticed in seconds, not at the attempt's timeout.
 HEARTBEAT_SECONDS = 1
+T = TypeVar("T")
 
 
 class WebhookActivities:
@@ -66,32 +69,11 @@ class WebhookActivities:
         receiver took it (2xx) or refused it for good (410)."""
         loop = asyncio.get_running_loop()
         now = datetime.now(UTC)
-        outgoing = await loop.run_in_executor(
-            self._executor, partial(self._outgoing, delivery_id, now)
+        outgoing = await _heartbeating(
+            loop.run_in_executor(self._executor, partial(self._outgoing, delivery_id, now))
         )
         if outgoing is None:
             return DeliveryEnd(outcome="not_pending")
-        attempt = await self._attempt(outgoing, now)
-        status = await loop.run_in_executor(
-            self._executor, partial(self._record, delivery_id, attempt)
-        )
-        if attempt.outcome == AttemptOutcome.DELIVERED:
-            return DeliveryEnd(outcome="delivered")
-        if attempt.outcome == AttemptOutcome.GONE:
-            return DeliveryEnd(outcome="gone")
-        if status != DeliveryStatus.PENDING:
-            return DeliveryEnd(outcome="not_pending")  # cancelled while it was on its way
-        raise ApplicationError(
-            attempt.error or f"the receiver answered {attempt.status_code}", type="NotDelivered"
-        )
-
-    @activity.defn
-    def give_up(self, delivery_id: str) -> None:
-        """No 2xx within the retry span: the delivery has failed."""
-        with transaction(self._engine) as session:
-            webhooks.give_up(session, delivery_id=delivery_id, now=datetime.now(UTC))
-
-    async def _attempt(self, outgoing: Outgoing, now: datetime) -> Attempt:
         headers = signed_headers(
             outgoing.secrets,
             event_id=outgoing.event_id,
@@ -99,21 +81,32 @@ class WebhookActivities:
             body=outgoing.body,
         )
         started = time.monotonic()
-        sending = asyncio.ensure_future(self._post(outgoing.url, outgoing.body, headers))
-        try:
-            while not sending.done():
-                await asyncio.wait({sending}, timeout=HEARTBEAT_SECONDS)
-                activity.heartbeat()
-            outcome, status_code, error = sending.result()
-        finally:
-            sending.cancel()
-        return Attempt(
+        outcome, status_code, error = await _heartbeating(
+            self._post(outgoing.url, outgoing.body, headers)
+        )
+        attempt = Attempt(
             at=now,
             outcome=outcome,
             status_code=status_code,
             error=error,
             duration_ms=round((time.monotonic() - started) * 1000),
         )
+        status = await _heartbeating(
+            loop.run_in_executor(self._executor, partial(self._record, delivery_id, attempt))
+        )
+        if outcome == AttemptOutcome.DELIVERED:
+            return DeliveryEnd(outcome="delivered")
+        if outcome == AttemptOutcome.GONE:
+            return DeliveryEnd(outcome="gone")
+        if status != DeliveryStatus.PENDING:
+            return DeliveryEnd(outcome="not_pending")  # cancelled while it was on its way
+        raise ApplicationError(error or "not delivered", type="NotDelivered")
+
+    @activity.defn
+    def give_up(self, delivery_id: str) -> None:
+        """No 2xx within the retry span: the delivery has failed."""
+        with transaction(self._engine) as session:
+            webhooks.give_up(session, delivery_id=delivery_id, now=datetime.now(UTC))
 
     async def _post(
         self, url: str, body: bytes, headers: dict[str, str]
@@ -142,3 +135,16 @@ class WebhookActivities:
     def _record(self, delivery_id: str, attempt: Attempt) -> DeliveryStatus:
         with transaction(self._engine) as session:
             return webhooks.record_attempt(session, delivery_id=delivery_id, attempt=attempt)
+
+
+async def _heartbeating(work: Awaitable[T]) -> T:
+    """`work`'s result, the activity saying all the while that it is alive: while a receiver
+    makes it wait, or the database."""
+    task = asyncio.ensure_future(work)
+    try:
+        while not task.done():
+            await asyncio.wait({task}, timeout=HEARTBEAT_SECONDS)
+            activity.heartbeat()
+        return task.result()
+    finally:
+        task.cancel()
