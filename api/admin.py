@@ -1,4 +1,5 @@
-"""Operators' doors (`PAYSAGA_ADMIN_KEYS`): act on an order's saga, read reconciliation reports.
+"""Operators' doors (`PAYSAGA_ADMIN_KEYS`): act on an order's saga, read reconciliation reports,
+re-send a webhook delivery.
 
 Each action is an update of the order's saga — the same ones the Temporal Web UI and the
 `temporal` CLI send — so its validator decides, and a refused action answers 409 with its
@@ -21,6 +22,7 @@ from api.deps import AdminIdentity, AppState, State
 from api.orders import ERRORS, OrderId, known_order
 from api.problems import ApiProblem
 from api.temporal import is_not_found, reaching_temporal
+from api.webhooks import DeliveryId, DeliveryPublic, resend_delivery
 from core.contracts import DeadlineExtension, OperatorAction, RefundRetry, Resolution
 from core.public import OrderPublic
 from core.temporal import failure_reason
@@ -155,6 +157,24 @@ def reconciliation_runs(
             )
             for run in runs
         ]
+
+
+@router.post(
+    "/webhook-deliveries/{delivery_id}/resend",
+    status_code=202,
+    response_model=DeliveryPublic,
+    responses={
+        **ERRORS,
+        404: {"description": "Unknown delivery"},
+        409: {"description": "The delivery's endpoint is disabled"},
+    },
+)
+def resend_webhook_delivery(
+    delivery_id: DeliveryId, state: State, _: AdminIdentity
+) -> DeliveryPublic:
+    """Send a webhook delivery again, whichever endpoint it is of: the same event (id and body),
+    signed anew. One still pending is handed to its delivery workflow again."""
+    return resend_delivery(state, delivery_id, endpoint_id=None)
 
 
 async def _act(

@@ -11,7 +11,8 @@
   in), `flagged` (a payment without an amount); not taken: `refused` (not verified, not ours,
   or a replay), `failed` (the database or Temporal unavailable: the gateway sends it again).
 - `paysaga_orders{kind, status, gateway}`, `paysaga_flagged_orders{kind, status, gateway}`,
-  `paysaga_refunds{gateway, status}` and `paysaga_database_up`: read from the database at each
+  `paysaga_refunds{gateway, status}`, `paysaga_webhook_deliveries{status}`,
+  `paysaga_webhook_attempts{outcome}` and `paysaga_database_up`: read from the database at each
   scrape.
 
 Each app has its own registry, so several apps in one process (tests) never collide.
@@ -22,7 +23,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import get_args
 
 from fastapi import Request
@@ -38,7 +39,7 @@ from core.contracts import Finding
 from core.vocabulary import Gateway, OrderKind, OrderStatus
 from store import stats
 from store.db import transaction
-from store.models import RefundStatus
+from store.models import AttemptOutcome, DeliveryStatus, RefundStatus
 
 UNMATCHED_ROUTE = "unmatched"
 OTHER_METHOD = "other"
@@ -128,7 +129,7 @@ FINDING_KINDS = get_args(Finding.model_fields["kind"].annotation)
 
 
 class StoreFacts(Collector):
-    """Orders and refunds by status, read from the database when scraped.
+    """Orders, refunds and webhook deliveries by status, read from the database when scraped.
 
     Gauges of what the database holds, not counters kept by the workers: every API replica
     reports the same truth, the numbers survive restarts and deploys, and an order changed by
@@ -147,6 +148,8 @@ class StoreFacts(Collector):
                 orders = stats.order_tallies(session)
                 refunds = stats.refund_tallies(session)
                 reconciled = stats.last_reconciliation(session)
+                deliveries = stats.delivery_tallies(session)
+                attempts = stats.attempt_tallies(session)
         except SQLAlchemyError as failure:
             # Its kind only: the driver's message may name the server and the user.
             logger.warning("metrics: the database did not answer: %s", type(failure).__name__)
@@ -158,6 +161,20 @@ class StoreFacts(Collector):
         yield from _order_families(orders)
         yield _refund_family(refunds)
         yield from _reconciliation_families(reconciled)
+        yield _tally_family(
+            "paysaga_webhook_deliveries",
+            "Webhook deliveries by status (failed: given up, or refused with 410)",
+            "status",
+            DeliveryStatus,
+            deliveries,
+        )
+        yield _tally_family(
+            "paysaga_webhook_attempts",
+            "Webhook delivery attempts by outcome",
+            "outcome",
+            AttemptOutcome,
+            attempts,
+        )
 
 
 def _order_families(tallies: Iterable[stats.OrderTally]) -> Iterator[GaugeMetricFamily]:
@@ -198,6 +215,16 @@ def _refund_family(tallies: Iterable[stats.RefundTally]) -> GaugeMetricFamily:
     for (gateway, status), count in sorted(counts.items()):
         refunds.add_metric([gateway, status], count)
     return refunds
+
+
+def _tally_family(
+    name: str, documentation: str, label: str, values: Iterable[str], tally: Mapping[str, int]
+) -> GaugeMetricFamily:
+    # Every value, 0 when there is none: an alert on "failed > 0" sees the 0 first.
+    family = GaugeMetricFamily(name, documentation, labels=[label])
+    for value in values:
+        family.add_metric([str(value)], tally.get(value, 0))
+    return family
 
 
 def _reconciliation_families(

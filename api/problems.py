@@ -53,9 +53,21 @@ async def _invalid_request(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _http_exception(_: Request, exc: Exception) -> JSONResponse:
+async def _http_exception(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        # Starlette names the methods of the path's first route only; where a path has a route
+        # per method (GET and POST /v1/webhook-endpoints), every one of them is allowed.
+        headers["Allow"] = ", ".join(sorted(_allowed(request, headers.get("Allow", ""))))
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
+
+
+def _allowed(request: Request, named: str) -> set[str]:
+    methods = {method.strip() for method in named.split(",") if method.strip()}
+    template = getattr(request.scope.get("route"), "path", None)
+    documented = request.app.openapi()["paths"].get(template, {})
+    return methods | {method.upper() for method in documented}
 
 
 async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:

@@ -12,6 +12,11 @@ encrypts, every known one decrypts, found by the id each payload names. A payloa
 encrypted (written before this codec) is read as it is; one that names an unknown key or fails
 its tag is an error, never read as anything.
 
+The same keys seal secrets paysaga keeps at rest (webhook signing secrets): `seal` and
+`unseal`, with the key id kept beside the sealed bytes and the secret bound to what it belongs to,
+so that a database dump reveals none of them and a sealed value copied to another row does not
+open.
+
 A key file holds one 32-byte key in base64 (`openssl rand -base64 32`).
 """
 
@@ -21,6 +26,7 @@ import base64
 import binascii
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -41,6 +47,15 @@ class CodecError(ValueError):
     """A payload that cannot be decrypted, or a key that cannot be used: the message says why."""
 
 
+@dataclass(frozen=True)
+class Sealed:
+    """Bytes sealed at rest: `nonce || ciphertext || tag`, and the id of the key that sealed
+    them."""
+
+    key_id: str
+    data: bytes
+
+
 class EncryptionCodec(PayloadCodec):
     """Encrypts with the key `encrypt_with` names; decrypts with whichever key a payload names."""
 
@@ -54,15 +69,13 @@ class EncryptionCodec(PayloadCodec):
         self.key_id = encrypt_with
 
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
-        cipher = self._ciphers[self.key_id]
         encrypted = []
         for payload in payloads:
-            nonce = os.urandom(NONCE_BYTES)
-            sealed = cipher.encrypt(nonce, payload.SerializeToString(), self.key_id.encode())
+            sealed = self.seal(payload.SerializeToString(), context=b"")
             encrypted.append(
                 Payload(
-                    metadata={"encoding": ENCODING, KEY_ID: self.key_id.encode()},
-                    data=nonce + sealed,
+                    metadata={"encoding": ENCODING, KEY_ID: sealed.key_id.encode()},
+                    data=sealed.data,
                 )
             )
         return encrypted
@@ -74,19 +87,31 @@ class EncryptionCodec(PayloadCodec):
         if payload.metadata.get("encoding") != ENCODING:
             return payload
         key_id = payload.metadata.get(KEY_ID, b"").decode(errors="replace")
-        cipher = self._ciphers.get(key_id)
+        return Payload.FromString(self.unseal(Sealed(key_id, payload.data), context=b""))
+
+    def seal(self, plaintext: bytes, *, context: bytes) -> Sealed:
+        """`plaintext` encrypted under the encrypting key and bound to `context` (what it belongs
+        to): it opens only with the same context."""
+        nonce = os.urandom(NONCE_BYTES)
+        cipher = self._ciphers[self.key_id]
+        return Sealed(
+            self.key_id, nonce + cipher.encrypt(nonce, plaintext, self.key_id.encode() + context)
+        )
+
+    def unseal(self, sealed: Sealed, *, context: bytes) -> bytes:
+        cipher = self._ciphers.get(sealed.key_id)
         if cipher is None:
             raise CodecError(
-                f"a payload encrypted with key {key_id!r}, which is not among the known keys "
-                f"{sorted(self._ciphers)}"
+                f"a payload encrypted with key {sealed.key_id!r}, which is not among the known "
+                f"keys {sorted(self._ciphers)}"
             )
-        nonce, sealed = payload.data[:NONCE_BYTES], payload.data[NONCE_BYTES:]
+        nonce, data = sealed.data[:NONCE_BYTES], sealed.data[NONCE_BYTES:]
         try:
-            return Payload.FromString(cipher.decrypt(nonce, sealed, key_id.encode()))
+            return cipher.decrypt(nonce, data, sealed.key_id.encode() + context)
         except InvalidTag:
             raise CodecError(
-                f"a payload under key {key_id!r} fails its authentication: altered, or "
-                "encrypted with another key of that id"
+                f"a payload under key {sealed.key_id!r} fails its authentication: altered, "
+                "encrypted with another key of that id, or moved from where it belongs"
             ) from None
 
 

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from core.vocabulary import Gateway, OrderKind, OrderStatus, PaymentTiming
+from core.vocabulary import EventType, Gateway, OrderKind, OrderStatus, PaymentTiming
 
 # Sagas started before payments had a gateway of their own were all Alipay's: their recorded
 # inputs, read again on replay or by a newer worker, carry no gateway field.
@@ -228,3 +228,28 @@ class ReconciliationReport(Contract):
 class OrderOutcome(Contract):
     order_id: str
     status: OrderStatus
+
+
+class WebhookRun(Contract):
+    """An endpoint's events of one order, delivered one at a time in the order they happened.
+    No secret and no event body: the activities read them from the database."""
+
+    endpoint_id: str
+    order_id: str
+    # The first retry's wait, doubled at each retry, and how long after the first attempt the
+    # delivery is given up.
+    retry_initial_seconds: float
+    give_up_seconds: int
+
+
+class PendingDelivery(Contract):
+    delivery_id: str
+    event_id: str
+    event_type: EventType
+
+
+class DeliveryEnd(Contract):
+    """Why a delivery is over: the receiver took it (2xx), said its endpoint is gone (410),
+    or it was no longer pending (cancelled, its endpoint disabled) when its turn came."""
+
+    outcome: Literal["delivered", "gone", "not_pending"]

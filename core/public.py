@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from core.vocabulary import Gateway, OrderKind, OrderStatus, PaymentTiming
+from core.vocabulary import EventType, Gateway, OrderKind, OrderStatus, PaymentTiming
 
 
 class PaymentPublic(BaseModel):
@@ -66,3 +66,13 @@ class ReservationPublic(BaseModel):
     valid_until: datetime | None
     payable_order_id: str | None
     orders: list[OrderSummary]
+
+
+class EventPublic(BaseModel):
+    """What a webhook endpoint is sent: the event, and its order (or reservation) exactly as
+    `GET /v1/orders/{id}` (`GET /v1/reservations/{id}`) answered right after it happened."""
+
+    id: str
+    type: EventType
+    timestamp: datetime
+    data: OrderPublic | ReservationPublic

@@ -98,6 +98,13 @@ class Settings(BaseSettings):
     # How far past the first deadline operators may extend a pending order's deadline: the
     # trade's own expiry at the gateway is set this much later.
     deadline_extension_seconds: int = 3600
+    # Webhooks: a failed delivery is tried again after this many seconds, each wait twice the one
+    # before (an hour at most), until this long after its first attempt (3 days); decided
+    # events are handed to their delivery workflows (task queue `<TASK_QUEUE>-webhooks`) this
+    # often.
+    webhook_retry_initial_seconds: float = 5
+    webhook_give_up_seconds: int = 259200
+    webhook_relay_every_seconds: float = 1
     # How often, and after how long, recorded payments no saga decided are handed on again.
     reconcile_every_seconds: int = 300
     reconcile_after_seconds: int = 120
@@ -159,6 +166,16 @@ class Settings(BaseSettings):
             raise SettingsError("PAYSAGA_PAYMENT_TIMEOUT_SECONDS must be at least 1")
         if self.quote_ttl_seconds < 1:
             raise SettingsError("PAYSAGA_QUOTE_TTL_SECONDS must be at least 1")
+        if self.webhook_retry_initial_seconds <= 0 or self.webhook_relay_every_seconds <= 0:
+            raise SettingsError(
+                "PAYSAGA_WEBHOOK_RETRY_INITIAL_SECONDS and PAYSAGA_WEBHOOK_RELAY_EVERY_SECONDS "
+                "must be more than 0"
+            )
+        if self.webhook_give_up_seconds < self.webhook_retry_initial_seconds:
+            raise SettingsError(
+                "PAYSAGA_WEBHOOK_GIVE_UP_SECONDS must be at least "
+                "PAYSAGA_WEBHOOK_RETRY_INITIAL_SECONDS"
+            )
         if set(self.admin_key_list) & set(self.api_key_list):
             raise SettingsError("PAYSAGA_ADMIN_KEYS may not hold a key of PAYSAGA_API_KEYS")
         # Read now, so that pairs that are not `id=path` stop the process before it starts.
@@ -231,6 +248,11 @@ class Settings(BaseSettings):
         if self.log_format is not None:
             return self.log_format
         return "json" if self.mode == "production" else "text"
+
+    @property
+    def webhook_task_queue(self) -> str:
+        """Deliveries' own task queue: a slow or unreachable receiver holds up no saga."""
+        return f"{self.task_queue}-webhooks"
 
     @property
     def resolved_database_url(self) -> str:

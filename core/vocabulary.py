@@ -1,5 +1,5 @@
-"""The words every layer shares: order kinds and statuses, gateway names, and the ids derived
-from them."""
+"""The words every layer shares: order kinds and statuses, gateway names, the events the
+business's app is told of, and the ids derived from them."""
 
 from __future__ import annotations
 
@@ -35,6 +35,23 @@ class PaymentTiming(StrEnum):
     DEFERRED = "deferred"
 
 
+class EventType(StrEnum):
+    """What a webhook endpoint may be told of. An order's status event comes when it takes that
+    status; `order.flagged` when an order that had no flag gets one; `reservation.activated`
+    when its validity goes from none or past into the future, `reservation.extended` when it
+    moves later while active."""
+
+    ORDER_CREATED = "order.created"
+    ORDER_PAID = "order.paid"
+    ORDER_SUPERSEDED = "order.superseded"
+    ORDER_EXPIRED = "order.expired"
+    ORDER_CANCELLED = "order.cancelled"
+    ORDER_REFUNDED = "order.refunded"
+    ORDER_FLAGGED = "order.flagged"
+    RESERVATION_ACTIVATED = "reservation.activated"
+    RESERVATION_EXTENDED = "reservation.extended"
+
+
 def order_workflow_id(order_id: str) -> str:
     return f"order-{order_id}"
 
@@ -59,3 +76,9 @@ def refund_no_for(trade_no: str) -> str:
     `out_refund_no`, each at most 64 characters; trade numbers are 28 digits).
     """
     return f"rf_{trade_no}"
+
+
+def webhook_workflow_id(endpoint_id: str, order_id: str) -> str:
+    """One per endpoint and order: that order's events reach that endpoint one at a time, in the
+    order they happened."""
+    return f"webhooks-{endpoint_id}-{order_id}"

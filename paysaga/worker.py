@@ -1,4 +1,6 @@
-"""The paysaga worker: runs the order sagas and their activities (`paysaga worker`)."""
+"""The paysaga worker (`paysaga worker`): runs the order sagas and their activities on the task
+queue, webhook deliveries on a task queue of their own, and the relay that hands decided
+deliveries to Temporal."""
 
 from __future__ import annotations
 
@@ -37,27 +39,35 @@ from temporalio.worker import Worker
 from activities.orders import OrderActivities
 from activities.payments import PaymentActivities
 from activities.sagas import SagaActivities
+from activities.webhooks import HTTP_TIMEOUT_SECONDS, WebhookActivities
 from core.contracts import Reconciliation
 from core.logs import configure_logging
 from core.settings import Settings, SettingsError
-from core.temporal import connect_temporal
+from core.temporal import connect_temporal, payload_codec
 from core.vocabulary import RECONCILE_WORKFLOW_ID, Gateway
 from gateways.breaker import Breaker
 from gateways.gateway import PaymentGateway
 from gateways.registry import payment_gateways
+from paysaga.webhook_relay import WebhookRelay
 from store import breakers
 from store.db import create_db_engine, transaction
 from workflows.late_payment import LatePaymentWorkflow
 from workflows.order import OrderWorkflow
 from workflows.reconcile import ReconcileWorkflow
 from workflows.recovery import RecoverOrderWorkflow
+from workflows.webhooks import WebhookDeliveryWorkflow
 
-WORKFLOWS = [OrderWorkflow, LatePaymentWorkflow, RecoverOrderWorkflow, ReconcileWorkflow]
+SAGAS = [OrderWorkflow, LatePaymentWorkflow, RecoverOrderWorkflow, ReconcileWorkflow]
+# Every workflow paysaga runs, wherever it runs: what recorded histories replay on.
+WORKFLOWS = [*SAGAS, WebhookDeliveryWorkflow]
 # A run that outlives this was stuck (a worker could not replay it): the next one takes over,
 # and the sagas it started go on without it.
 RECONCILE_RUN_TIMEOUT = timedelta(hours=1)
 # Database activities are blocking SQLModel calls: they run on these threads.
 DATABASE_THREADS = 16
+# Webhook deliveries wait on receivers without a thread; their database calls, and the
+# relay's, have threads of their own, so that no receiver can take the sagas' threads.
+WEBHOOK_DATABASE_THREADS = 8
 logger = logging.getLogger("paysaga")
 
 
@@ -73,7 +83,7 @@ def build_worker(
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=WORKFLOWS,
+        workflows=SAGAS,
         activities=[
             order_activities.claim_reservation,
             order_activities.abandon_creation,
@@ -99,6 +109,19 @@ def build_worker(
         ],
         activity_executor=executor,
         # Time for the activities in hand to finish when the worker is asked to stop.
+        graceful_shutdown_timeout=timedelta(seconds=10),
+    )
+
+
+def build_webhook_worker(
+    client: Client, *, task_queue: str, activities: WebhookActivities, executor: ThreadPoolExecutor
+) -> Worker:
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[WebhookDeliveryWorkflow],
+        activities=[activities.next_delivery, activities.deliver, activities.give_up],
+        activity_executor=executor,
         graceful_shutdown_timeout=timedelta(seconds=10),
     )
 
@@ -227,38 +250,81 @@ def worker_runtime(settings: Settings) -> Runtime:
 
 
 async def run_worker(settings: Settings) -> None:
-    engine = create_db_engine(settings.resolved_database_url)
+    engine = create_db_engine(
+        settings.resolved_database_url, public_base_url=settings.public_base_url
+    )
     client = await connect_temporal(settings, runtime=worker_runtime(settings))
     await schedule_reconciliation(client, settings)
-    async with httpx.AsyncClient(timeout=15) as http:
-        with ThreadPoolExecutor(max_workers=DATABASE_THREADS) as executor:
+    async with (
+        httpx.AsyncClient(timeout=15) as http,
+        httpx.AsyncClient(timeout=HTTP_TIMEOUT_SECONDS) as receivers,
+    ):
+        with (
+            ThreadPoolExecutor(max_workers=DATABASE_THREADS) as executor,
+            ThreadPoolExecutor(max_workers=WEBHOOK_DATABASE_THREADS) as webhook_executor,
+        ):
             gateways = GatewayBreakers(
                 payment_gateways(settings, http),
                 settings=settings,
                 engine=engine,
                 executor=executor,
             )
-            worker = build_worker(
-                client,
-                task_queue=settings.task_queue,
-                order_activities=OrderActivities(engine),
-                payment_activities=PaymentActivities(gateways.gateways),
-                executor=executor,
+            workers = [
+                build_worker(
+                    client,
+                    task_queue=settings.task_queue,
+                    order_activities=OrderActivities(engine),
+                    payment_activities=PaymentActivities(gateways.gateways),
+                    executor=executor,
+                ),
+                build_webhook_worker(
+                    client,
+                    task_queue=settings.webhook_task_queue,
+                    activities=WebhookActivities(
+                        engine,
+                        http=receivers,
+                        codec=payload_codec(settings),
+                        executor=webhook_executor,
+                    ),
+                    executor=webhook_executor,
+                ),
+            ]
+            relay = WebhookRelay(
+                client, engine=engine, settings=settings, executor=webhook_executor
             )
-            logger.info("worker polling %s on %s", settings.task_queue, settings.temporal_address)
+            logger.info(
+                "worker polling %s and %s on %s",
+                settings.task_queue,
+                settings.webhook_task_queue,
+                settings.temporal_address,
+            )
             # docker stop, systemd and `paysaga dev` send SIGTERM: finish the activities in
             # hand and leave, instead of leaving them to time out.
             asyncio.get_running_loop().add_signal_handler(
-                signal.SIGTERM, lambda: asyncio.ensure_future(worker.shutdown())
+                signal.SIGTERM,
+                lambda: [asyncio.ensure_future(worker.shutdown()) for worker in workers],
             )
             watching = asyncio.create_task(gateways.watch(every=settings.breaker_probe_seconds))
+            relaying = asyncio.create_task(relay.run())
             try:
-                await worker.run()
+                await _until_one_stops(workers, relaying)
             finally:
                 watching.cancel()
+                relaying.cancel()
                 # Let a probe in flight end before its HTTP client closes.
-                await asyncio.gather(watching, return_exceptions=True)
+                await asyncio.gather(watching, relaying, return_exceptions=True)
     engine.dispose()
+
+
+async def _until_one_stops(workers: list[Worker], relaying: asyncio.Task[None]) -> None:
+    """Run the workers until one of them, or the relay, stops; then stop them all. A process
+    that runs sagas but delivers no webhook, or the reverse, is better ended and restarted."""
+    runs = [asyncio.create_task(worker.run()) for worker in workers]
+    await asyncio.wait([*runs, relaying], return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.gather(*(worker.shutdown() for worker in workers))
+    for finished in [*runs, relaying]:
+        if finished.done():
+            finished.result()
 
 
 def main() -> None:

@@ -3,6 +3,8 @@
 Every write that decides something about a reservation runs under that reservation's lock:
 `SELECT … FOR UPDATE` on PostgreSQL, and on SQLite a `BEGIN IMMEDIATE` that takes the single
 write lock up front, so two processes can never both read "pending" and both act on it.
+
+Every transaction records the events of the changes it makes, with them (store.events).
 """
 
 from __future__ import annotations
@@ -15,15 +17,26 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
-from sqlalchemy.engine.url import make_url
+from sqlalchemy.engine.url import URL, make_url
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlmodel import Session, create_engine
+
+from store.events import PUBLIC_BASE_URL, RecordingSession
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
 
 
-def create_db_engine(url: str) -> Engine:
-    parsed = make_url(url)
+def create_db_engine(url: str, *, public_base_url: str | None = None) -> Engine:
+    """An engine for `url`. The events its transactions record show an order's checkout page
+    on `public_base_url`; an engine without it (migrations, reading) may change no order that
+    an endpoint is subscribed to."""
+    engine = _engine(make_url(url))
+    if public_base_url is not None:
+        engine.update_execution_options(**{PUBLIC_BASE_URL: public_base_url})
+    return engine
+
+
+def _engine(parsed: URL) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -56,5 +69,5 @@ def _begin_immediate(connection: Any) -> None:
 @contextmanager
 def transaction(engine: Engine) -> Iterator[Session]:
     """One unit of work: committed when the block ends, rolled back if it raises."""
-    with Session(engine, expire_on_commit=False) as session, session.begin():
+    with RecordingSession(engine, expire_on_commit=False) as session, session.begin():
         yield session

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import DateTime, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import DateTime, Index, Text, TypeDecorator, UniqueConstraint
 from sqlalchemy.engine import Dialect
 from sqlmodel import Field, SQLModel
 
@@ -226,3 +226,96 @@ class ReconciliationRun(SQLModel, table=True):
     findings: int
     # The findings, as JSON: kind, order, trade and what was done about each.
     report: str = Field(sa_type=Text)
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"  # decided, not yet taken by the receiver: being delivered
+    DELIVERED = "delivered"  # the receiver answered 2xx
+    FAILED = "failed"  # no 2xx within the retry span, or the receiver answered 410
+    CANCELLED = "cancelled"  # its endpoint was disabled before it was delivered
+
+
+class AttemptOutcome(StrEnum):
+    DELIVERED = "delivered"  # 2xx
+    GONE = "gone"  # 410: the receiver wants no more, and its endpoint is disabled
+    REFUSED = "refused"  # any other status code
+    TIMEOUT = "timeout"  # no answer in time
+    UNREACHABLE = "unreachable"  # no connection: refused, unknown host, TLS
+
+
+class WebhookEndpoint(SQLModel, table=True):
+    """Where the business's app is sent events, and the secrets that sign them, sealed: a copy
+    of the database reveals no secret."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: str = Field(primary_key=True, max_length=64)
+    url: str = Field(max_length=1000)
+    # The event types it is sent, comma-separated.
+    events: str = Field(max_length=500)
+    enabled: bool
+    disabled_reason: str | None = Field(default=None, max_length=500)
+    # The signing secret, sealed (AES-256-GCM) under the payload codec's key `secret_key_id`
+    # and bound to this endpoint's id, in base64.
+    secret_sealed: str = Field(max_length=200)
+    secret_key_id: str = Field(max_length=64)
+    # The secret a rotation replaced: it still signs, beside the new one, until then.
+    previous_secret_sealed: str | None = Field(default=None, max_length=200)
+    previous_secret_key_id: str | None = Field(default=None, max_length=64)
+    previous_secret_until: datetime | None = utc_field(nullable=True)
+    created_at: datetime = utc_field()
+    updated_at: datetime = utc_field()
+
+
+class WebhookEvent(SQLModel, table=True):
+    """An event, decided in the transaction of the change it tells of: the body every endpoint
+    subscribed to it is sent, byte for byte, at every attempt."""
+
+    __tablename__ = "webhook_events"
+
+    # An order's events are numbered in the order their transactions committed: each of them
+    # held the order's reservation lock until its commit.
+    seq: int | None = Field(default=None, primary_key=True)
+    id: str = Field(unique=True, max_length=64)
+    type: str = Field(max_length=32)
+    # The order it tells of, or whose payment moved the reservation it tells of.
+    order_id: str = Field(max_length=64)
+    reservation_id: str = Field(max_length=64)
+    body: str = Field(sa_type=Text)
+    created_at: datetime = utc_field()
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One event for one endpoint, from its decision until the receiver takes it (or never will)."""
+
+    __tablename__ = "webhook_deliveries"
+    # An endpoint's next pending delivery of an order, by event number: what its delivery
+    # workflow asks for after each one.
+    __table_args__ = (
+        Index("ix_webhook_deliveries_next", "endpoint_id", "order_id", "status", "event_seq"),
+    )
+
+    id: str = Field(primary_key=True, max_length=64)
+    endpoint_id: str = Field(foreign_key="webhook_endpoints.id", index=True, max_length=64)
+    event_seq: int = Field(foreign_key="webhook_events.seq")
+    order_id: str = Field(max_length=64)
+    status: str = Field(max_length=16)
+    # When the relay is due to hand it to its delivery workflow (again, should a relay die
+    # before it said it had); None once handed over.
+    dispatch_due_at: datetime | None = utc_field(nullable=True, index=True)
+    created_at: datetime = utc_field()
+    finished_at: datetime | None = utc_field(nullable=True)
+
+
+class WebhookAttempt(SQLModel, table=True):
+    """One POST of a delivery to its endpoint, and what came of it."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: int | None = Field(default=None, primary_key=True)
+    delivery_id: str = Field(foreign_key="webhook_deliveries.id", index=True, max_length=64)
+    at: datetime = utc_field()
+    outcome: str = Field(max_length=16)
+    status_code: int | None = None
+    error: str | None = Field(default=None, max_length=500)
+    duration_ms: int

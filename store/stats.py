@@ -1,5 +1,5 @@
-"""Counts of orders and refunds as the database holds them, for monitoring: one grouped query
-each, however many rows there are."""
+"""Counts of orders, refunds and webhook deliveries as the database holds them, for monitoring:
+one grouped query each, however many rows there are."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from sqlalchemy import func
 from sqlalchemy import select as select_columns
 from sqlmodel import Session, col, select
 
-from store.models import Order, ReconciliationRun, Refund
+from store.models import Order, ReconciliationRun, Refund, WebhookAttempt, WebhookDelivery
 
 
 @dataclass(frozen=True)
@@ -75,3 +75,15 @@ def last_reconciliation(session: Session) -> ReconciliationTally | None:
         return None
     findings = Counter(finding["kind"] for finding in json.loads(run.report)["findings"])
     return ReconciliationTally(finished_at=run.finished_at, findings=findings)
+
+
+def delivery_tallies(session: Session) -> dict[str, int]:
+    """Webhook deliveries by status; statuses without deliveries are absent."""
+    status = col(WebhookDelivery.status)
+    return dict(session.exec(select(status, func.count()).group_by(status)).all())
+
+
+def attempt_tallies(session: Session) -> dict[str, int]:
+    """Webhook delivery attempts by outcome; outcomes without attempts are absent."""
+    outcome = col(WebhookAttempt.outcome)
+    return dict(session.exec(select(outcome, func.count()).group_by(outcome)).all())

@@ -14,6 +14,8 @@ from sqlalchemy.engine import Engine
 from store.db import create_db_engine
 from store.schema import FIRST_REVISION, upgrade
 
+# What the checkout pages' URLs, in the events of orders, begin with.
+PUBLIC_BASE_URL = "https://pay.example.com"
 POSTGRES_URL = os.environ.get(
     "PAYSAGA_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
@@ -41,7 +43,7 @@ def database_url(kind: str, tmp_path: Path) -> Iterator[str]:
 def database(kind: str, tmp_path: Path) -> Iterator[Engine]:
     with database_url(kind, tmp_path) as url:
         upgrade(url)
-        engine = create_db_engine(url)
+        engine = create_db_engine(url, public_base_url=PUBLIC_BASE_URL)
         try:
             yield engine
         finally:

@@ -134,7 +134,9 @@ async def running_worker(client: Client, tmp_path: Path, task_queue: str) -> Asy
             public_base_url=f"http://127.0.0.1:{free_port()}",
         )
         upgrade(settings.resolved_database_url)
-        engine = create_db_engine(settings.resolved_database_url)
+        engine = create_db_engine(
+            settings.resolved_database_url, public_base_url=settings.public_base_url
+        )
         async with httpx.AsyncClient(timeout=10) as http:
             with ThreadPoolExecutor(max_workers=4) as executor:
                 worker = build_worker(

@@ -104,6 +104,9 @@ def running_system(home: Path, database_url: str) -> Iterator[System]:
         "PAYSAGA_PAYMENT_CREATE_TIMEOUT_SECONDS": "3",
         # The scenarios poll orders often; the budget itself is tested elsewhere.
         "PAYSAGA_RATE_LIMIT_REQUESTS": "1000000",
+        # Webhooks handed over and tried again within the scenarios' patience.
+        "PAYSAGA_WEBHOOK_RELAY_EVERY_SECONDS": "0.2",
+        "PAYSAGA_WEBHOOK_RETRY_INITIAL_SECONDS": "0.5",
     }
     supervisor = Supervisor(env=base_env, log_dir=home / "logs")
     settings = Settings(home=home, sandbox_url=sandbox_url)

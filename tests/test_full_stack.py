@@ -37,7 +37,7 @@ from core.settings import (
     SANDBOX_WECHATPAY_PUBLIC_KEY_ID,
     Settings,
 )
-from core.vocabulary import RECONCILE_WORKFLOW_ID, Gateway
+from core.vocabulary import RECONCILE_WORKFLOW_ID, EventType, Gateway
 from gateways.alipay_signing import (
     NOTIFICATION_UNSIGNED,
     load_private_key,
@@ -54,6 +54,7 @@ from tests.rig import Sandbox
 from tests.servers import free_port, serving
 from tests.system import ADMIN_KEY, API_KEY, TASK_QUEUE, System, running_system
 from tests.test_callback_door import signed
+from tests.webhook_receiver import Receiver
 from workflows.reconcile import ReconcileWorkflow
 
 pytestmark = pytest.mark.slow
@@ -1047,6 +1048,85 @@ async def test_an_orders_story_is_told_and_operators_act_through_their_door(
 
     runs = await shop.http.get(f"{system.api_urls[0]}/v1/admin/reconciliation/runs", headers=admin)
     assert runs.status_code == 200 and isinstance(runs.json(), list)
+
+
+async def webhook_deliveries(
+    shop: Shop, endpoint_id: str, order_ids: set[str], count: int
+) -> list[dict[str, Any]]:
+    """The endpoint's deliveries of these orders (other tests' orders may be told too), once
+    there are `count` and every one is delivered."""
+    deadline = asyncio.get_running_loop().time() + 60
+    while True:
+        response = await shop.http.get(
+            f"{shop.system.api_urls[0]}/v1/webhook-endpoints/{endpoint_id}/deliveries"
+        )
+        assert response.status_code == 200, response.text
+        found = [d for d in response.json() if d["order_id"] in order_ids]
+        if len(found) == count and all(d["status"] == "delivered" for d in found):
+            return found
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"the deliveries never got there: {json.dumps(found, indent=1)}")
+        await asyncio.sleep(0.1)
+
+
+async def test_webhooks_tell_each_orders_story_in_order_and_a_worker_killed_mid_delivery_loses_none(
+    shop: Shop, sandbox: Sandbox, system: System
+) -> None:
+    receiver = Receiver()
+    async with serving(receiver.app(), free_port()) as receiver_url:
+        response = await shop.http.post(
+            f"{system.api_urls[0]}/v1/webhook-endpoints",
+            json={"url": f"{receiver_url}/hooks", "events": [str(event) for event in EventType]},
+        )
+        assert response.status_code == 201, response.text
+        endpoint = response.json()
+        receiver.secret = endpoint["secret"]
+        try:
+            room = reservation()
+            old = await shop.order(room, gateway=Gateway.ALIPAY)
+            new = await shop.order(room, api=1, gateway=Gateway.ALIPAY)
+            ours = {old["order_id"], new["order_id"]}
+            await shop.settled(old["order_id"], "superseded")
+            # Never scanned: Alipay takes the payment after the close, and it is refunded.
+            await sandbox.pay(old["order_id"])
+            await shop.settled(old["order_id"], "refunded")
+            await webhook_deliveries(shop, endpoint["id"], ours, 4)
+
+            # The next delivery is held by the receiver while every worker is killed.
+            receiver.held_order, receiver.hold = new["order_id"], asyncio.Event()
+            cancelled = await shop.http.post(
+                f"{system.api_urls[0]}/v1/orders/{new['order_id']}/cancel"
+            )
+            assert cancelled.status_code == 200, cancelled.text
+            await asyncio.wait_for(receiver.arrived.wait(), 30)
+            system.kill_workers()
+            receiver.hold.set()
+            system.start_workers()
+            deliveries = await webhook_deliveries(shop, endpoint["id"], ours, 5)
+        finally:
+            disabled = await shop.http.post(
+                f"{system.api_urls[0]}/v1/webhook-endpoints/{endpoint['id']}/disable"
+            )
+            assert disabled.status_code == 200, disabled.text
+
+    assert receiver.unverified == 0
+    order_of = {delivery["event_id"]: delivery["order_id"] for delivery in deliveries}
+    told: dict[str, list[str]] = {}
+    for event in receiver.taken_once():
+        if event["id"] in order_of:
+            told.setdefault(order_of[event["id"]], []).append(event["type"])
+    assert told == {
+        old["order_id"]: ["order.created", "order.superseded", "order.refunded"],
+        new["order_id"]: ["order.created", "order.cancelled"],
+    }
+    # The cancellation came twice: to the worker killed with it in hand, then again.
+    (cancellation,) = [
+        e for e in receiver.taken_once() if e["type"] == "order.cancelled" and e["id"] in order_of
+    ]
+    assert receiver.attempts[cancellation["id"]] >= 2
+    # The order as GET shows it; each worker builds the checkout URL from its own API's.
+    shown = await shop.get(f"/v1/orders/{new['order_id']}")
+    assert {**cancellation["data"], "checkout_url": None} == {**shown, "checkout_url": None}
 
 
 # Last, so that it replays the histories of every saga the tests above ran.

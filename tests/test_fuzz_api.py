@@ -41,6 +41,12 @@ EXAMPLES = 150
 # can state: a request the schema allows is refused as unsigned, 400, as documented. Schemathesis'
 # default statuses for a request the schema allows, and that 400.
 ACCEPTED_OR_UNSIGNED = ["2xx", "3xx", "400", "401", "403", "404", "409", "429", "5xx"]
+# A webhook endpoint's URL is taken only if it is https, or in dev mode http to this machine,
+# with a host and a port that is a number: a schema says only that it is a string. Those
+# statuses, and that 422.
+ACCEPTED_OR_NOT_AN_ENDPOINT = ["2xx", "3xx", "401", "403", "404", "409", "422", "429", "5xx"]
+# A request the schema refuses may also be too large to read: 413, whatever it holds.
+REFUSED_OR_TOO_LARGE = "400 401 403 404 405 406 409 413 415 422 428 429 5xx".split()
 # The contract as the app states it; the `api` fixture checks that it is what the app serves.
 CONTRACT = create_app(api_settings(Path("unused"), "sqlite://")).openapi()
 schema = schemathesis.openapi.from_dict(
@@ -53,7 +59,17 @@ schema = schemathesis.openapi.from_dict(
                     "checks": {
                         "positive_data_acceptance": {"expected-statuses": ACCEPTED_OR_UNSIGNED}
                     },
-                }
+                },
+                {
+                    "include-path": "/v1/webhook-endpoints",
+                    "include-method": "POST",
+                    "checks": {
+                        "positive_data_acceptance": {
+                            "expected-statuses": ACCEPTED_OR_NOT_AN_ENDPOINT
+                        },
+                        "negative_data_rejection": {"expected-statuses": REFUSED_OR_TOO_LARGE},
+                    },
+                },
             ]
         }
     ),

@@ -303,3 +303,16 @@ def test_the_codec_server_is_open_to_the_dev_ui_only_where_configured(tmp_path: 
         home=tmp_path, codec_cors_origins="https://ui.example.com, http://10.0.0.5:8080"
     )
     assert configured.codec_cors_origin_list == ("https://ui.example.com", "http://10.0.0.5:8080")
+
+
+def test_webhook_retries_need_a_wait_and_a_span_at_least_as_long(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, task_queue="orders")
+    assert settings.webhook_task_queue == "orders-webhooks"
+    assert (settings.webhook_retry_initial_seconds, settings.webhook_give_up_seconds) == (5, 259200)
+    for wrong, complaint in (
+        ({"webhook_retry_initial_seconds": 0}, "more than 0"),
+        ({"webhook_relay_every_seconds": -1}, "more than 0"),
+        ({"webhook_give_up_seconds": 2, "webhook_retry_initial_seconds": 3}, "at least"),
+    ):
+        with pytest.raises(ValidationError, match=complaint):
+            Settings.model_validate({"home": tmp_path, **wrong})
