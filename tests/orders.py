@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.engine import Engine
 
 from core.contracts import ClaimRequest, OrderRequest
-from core.vocabulary import Gateway
+from core.vocabulary import Gateway, PaymentTiming
 from store import orders
 from store.db import transaction
 
@@ -47,10 +47,13 @@ def claim(
     days: int = 3,
     now: datetime | None = None,
     gateway: Gateway = Gateway.ALIPAY,
+    payment: PaymentTiming = PaymentTiming.IMMEDIATE,
 ) -> list[str]:
-    """Claim `reservation` for a new pending order; the ids of the orders it superseded."""
+    """Claim `reservation` for a new pending order, payable (or, deferred, quoted) for 15
+    minutes; the ids of the orders it superseded."""
     now = datetime.now(UTC) if now is None else now
     request = order_request(order_id, reservation=reservation, days=days, gateway=gateway)
+    request = request.model_copy(update={"payment": payment})
     with transaction(engine) as session:
         result = orders.claim_reservation(
             session,

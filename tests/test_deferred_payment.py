@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
-from core.contracts import ClaimRequest, OrderEnding, OrderOutcome, PaymentNotice, PaymentStart
+from core.contracts import OrderEnding, OrderOutcome, PaymentNotice, PaymentStart
 from core.vocabulary import Gateway, OrderStatus, PaymentTiming, order_workflow_id
 from store import orders
 from store.db import transaction
@@ -30,17 +30,8 @@ QUOTED = 3 * DAY_CENTS
 
 
 def quote(engine: Engine, order_id: str, *, now: datetime = NOW, days: int = 3) -> list[str]:
-    """Claim room-1 for a deferred order quoted for 30 minutes; the orders it superseded."""
-    request = order_request(order_id, days=days).model_copy(
-        update={"payment": PaymentTiming.DEFERRED}
-    )
-    with transaction(engine) as session:
-        claimed = orders.claim_reservation(
-            session,
-            request=ClaimRequest(order=request, expires_at=now + timedelta(minutes=30)),
-            now=now,
-        )
-    return claimed.superseded_order_ids
+    """Claim room-1 for a deferred order quoted for 15 minutes; the orders it superseded."""
+    return claim(engine, order_id, now=now, days=days, payment=PaymentTiming.DEFERRED)
 
 
 def start(
@@ -78,7 +69,7 @@ def test_a_quote_supersedes_the_pending_orders_and_has_no_qr_code(engine: Engine
 
 def test_pay_records_the_trade_and_its_deadline_from_now(engine: Engine) -> None:
     quote(engine, "o-1")
-    later = NOW + timedelta(minutes=20)
+    later = NOW + timedelta(minutes=10)
     assert start(engine, "o-1", now=later) is None
     assert order_of(engine, "o-1").qr_code is None  # checked only: nothing recorded yet
     assert start(engine, "o-1", now=later, qr_code="https://qr.example/o-1") is None
@@ -94,7 +85,7 @@ def test_pay_records_the_trade_and_its_deadline_from_now(engine: Engine) -> None
     [
         ("superseded", "superseded by o-newer"),
         ("price", "the price changed: 3 days now cost 32.70 CNY, not the 29.70 quoted"),
-        ("lapsed", "the quote lapsed at 2026-11-24 09:30 UTC"),
+        ("lapsed", "the quote lapsed at 2026-11-24 09:15 UTC"),
         ("ended", "this order can no longer be paid: the order is expired"),
     ],
 )
@@ -108,7 +99,7 @@ def test_a_stale_page_gets_a_reason_and_never_a_trade(
     elif situation == "price":
         amount = QUOTED + 300
     elif situation == "lapsed":
-        now = NOW + timedelta(minutes=30)
+        now = NOW + timedelta(minutes=15)
     else:
         with transaction(engine) as session:
             orders.end_order(
@@ -136,7 +127,7 @@ def test_a_renewal_quoted_while_active_is_refused_once_the_reservation_lapsed(
             now=NOW,
         )
     assert settled.order_status == OrderStatus.PAID
-    quote(engine, "o-renewal", now=NOW + timedelta(hours=23, minutes=50), days=1)
+    quote(engine, "o-renewal", now=NOW + timedelta(hours=23, minutes=55), days=1)
     refusal = start(engine, "o-renewal", now=NOW + timedelta(days=1, minutes=1), amount_cents=990)
     assert refusal == "this order can no longer be paid: a renewal no longer fits the reservation"
 
