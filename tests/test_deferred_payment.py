@@ -187,8 +187,10 @@ async def test_the_trade_is_made_on_pay_and_the_order_is_paid(
 async def test_a_superseded_quote_ends_without_a_trade(env: WorkflowEnvironment, rig: Rig) -> None:
     with env.auto_time_skipping_disabled():
         old = await start_quote(env, rig, "ord_quote_old", reservation="room-q2")
-        await start_quote(env, rig, "ord_quote_new", reservation="room-q2")
+        new = await start_quote(env, rig, "ord_quote_new", reservation="room-q2")
         assert (await old.result()).status == OrderStatus.SUPERSEDED
+        # A saga left waiting on this server, its worker gone, would keep it from skipping time.
+        await new.execute_update(OrderWorkflow.cancel)
     assert (
         order_of(rig.engine, "ord_quote_old").status_reason == "superseded by order ord_quote_new"
     )
