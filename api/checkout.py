@@ -9,7 +9,7 @@
   API process serves it sees what every worker and API did; comments keep it alive through
   proxies, and a final status ends it.
 - `GET /pay/{order_id}/qr.svg?token=…`: the QR code, drawn here (segno), while it may be paid.
-- `GET /pay/assets/{name}`: the page's stylesheet and script. Nothing comes from elsewhere.
+- `GET /pay/assets/{name}`: the page's stylesheet, script and icon. Nothing comes from elsewhere.
 
 A deferred order's page has a Pay button instead of a QR code until the buyer presses it: it
 calls `POST /v1/orders/{order_id}/payment` with the token as `X-Checkout-Token`.
@@ -136,6 +136,7 @@ ASSETS = {
     for name, media_type in (
         ("checkout.css", "text/css; charset=utf-8"),
         ("checkout.js", "text/javascript; charset=utf-8"),
+        ("icon.svg", "image/svg+xml"),
     )
 }
 PAGE = Template((_FILES / "page.html").read_text(encoding="utf-8"))

@@ -197,6 +197,7 @@ async def test_the_page_shows_what_is_paid_and_fetches_nothing_from_elsewhere(
         assert 'role="status" aria-live="polite"' in text
         page = Page(text)
         assert page.fetched == [
+            "assets/icon.svg",
             "assets/checkout.css",
             "assets/checkout.js",
             f"ord_page/qr.svg?token={token}",
@@ -273,7 +274,11 @@ async def test_the_state_follows_the_order(engine: Engine, home: Path) -> None:
             assert status in ended["message"]
             assert "can no longer be paid" in ended["message"]
             page = await http.get(f"/pay/{order_id}", params={"token": token})
-            assert Page(page.text).fetched == ["assets/checkout.css", "assets/checkout.js"]
+            assert Page(page.text).fetched == [
+                "assets/icon.svg",
+                "assets/checkout.css",
+                "assets/checkout.js",
+            ]
 
 
 class Events:
@@ -414,14 +419,19 @@ async def test_the_qr_code_is_an_svg_of_the_orders_code_while_it_may_be_paid(
 
 async def test_the_page_s_own_assets_are_served_and_revalidated(engine: Engine, home: Path) -> None:
     async with api(engine, home) as http:
-        for name, media_type in (("checkout.css", "text/css"), ("checkout.js", "text/javascript")):
+        for name, media_type in (
+            ("checkout.css", "text/css; charset=utf-8"),
+            ("checkout.js", "text/javascript; charset=utf-8"),
+            ("icon.svg", "image/svg+xml"),
+        ):
             response = await http.get(f"/pay/assets/{name}")
             assert response.status_code == 200
-            assert response.headers["content-type"] == f"{media_type}; charset=utf-8"
+            assert response.headers["content-type"] == media_type
             assert response.headers["cache-control"] == "no-cache"
             assert response.headers["x-content-type-options"] == "nosniff"
-            # Nothing they load comes from elsewhere: no URL in either.
-            assert not re.search(r"url\(|@import|https?:|//[a-z]", response.text), name
+            # Nothing they load comes from elsewhere: no URL but the SVG namespace's name.
+            text = response.text.replace('xmlns="http://www.w3.org/2000/svg"', "")
+            assert not re.search(r"url\(|@import|https?:|//[a-z]", text), name
             etag = response.headers["etag"]
             again = await http.get(f"/pay/assets/{name}", headers={"If-None-Match": etag})
             assert again.status_code == 304 and again.content == b""
