@@ -16,6 +16,7 @@ from core.contracts import (
     OrderEnding,
     PaymentInstructions,
     PaymentNotice,
+    PaymentStart,
     Reconciliation,
     ReconciliationReport,
     RefundFailure,
@@ -54,10 +55,18 @@ class OrderActivities:
 
     @activity.defn
     def record_payment_instructions(self, instructions: PaymentInstructions) -> None:
+        # Only sagas that claimed before they made the trade call this: theirs has a QR code.
+        assert instructions.qr_code is not None
         with transaction(self._engine) as session:
             orders.record_qr_code(
                 session, order_id=instructions.order_id, qr_code=instructions.qr_code, now=_now()
             )
+
+    @activity.defn
+    def start_payment(self, start: PaymentStart) -> str | None:
+        """Why the deferred order may not have its trade, or None (and, given it, recorded)."""
+        with transaction(self._engine) as session:
+            return orders.start_payment(session, start=start, now=_now())
 
     @activity.defn
     def settle_payment(self, notice: PaymentNotice) -> Settlement:

@@ -10,15 +10,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Header, Path
+from fastapi import APIRouter, Header, Path, Request
 from sqlmodel import Session
 from temporalio.client import WithStartWorkflowOperation, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from api.breakers import refuse_failing_gateway
-from api.deps import AppState, ClientIdentity, State
+from api.deps import AppState, ClientIdentity, State, authenticated_client
 from api.problems import ApiProblem
 from api.schemas import (
     ID_CHARS,
@@ -30,7 +30,7 @@ from api.schemas import (
 )
 from api.temporal import is_not_found, reaching_temporal, retrieve_start_failure
 from api.timeline import Timeline, order_timeline
-from core.contracts import OrderOutcome, OrderRequest
+from core.contracts import OrderOutcome, OrderRequest, PaymentStart
 from core.money import format_amount, to_cents
 from core.public import OrderPublic, ReservationPublic
 from core.temporal import failure_reason
@@ -38,7 +38,7 @@ from core.vocabulary import Gateway, OrderKind, OrderStatus, PaymentTiming, orde
 from store import orders
 from store.db import transaction
 from store.models import Order
-from store.views import order_public, reservation_public
+from store.views import opens_checkout, order_public, reservation_public
 from workflows import search_attributes
 from workflows.order import OrderWorkflow
 
@@ -245,6 +245,76 @@ async def cancel_order(order_id: OrderId, state: State, _: ClientIdentity) -> Or
         )
 
 
+@router.post(
+    "/orders/{order_id}/payment",
+    response_model=OrderPublic,
+    responses={
+        **ERRORS,
+        401: {"model": Problem, "description": "Neither an API key nor the checkout token"},
+        404: {"model": Problem, "description": "Unknown order, or not its checkout token"},
+        409: {
+            "model": PriceChanged,
+            "description": "The order can no longer be paid as quoted: why, and today's price",
+        },
+        503: {"model": Problem, "description": "The gateway or Temporal is unavailable"},
+    },
+)
+async def start_payment(
+    order_id: OrderId,
+    request: Request,
+    state: State,
+    authorization: Annotated[str | None, Header()] = None,
+    x_checkout_token: Annotated[str | None, Header(max_length=200)] = None,
+) -> OrderPublic:
+    """The buyer pressed Pay: make a deferred order's trade and answer it with its QR code.
+
+    The checkout page calls this with its token (`X-Checkout-Token`); the business's app may,
+    with its API key. The trade is made only if, at this moment, the order is still its
+    reservation's payable one, its kind still fits the reservation, its days cost what it was
+    quoted and its quote has not lapsed: otherwise 409 says why and gives today's price, and
+    no QR code exists for it. Pressing Pay again answers the same QR code. The payment
+    deadline runs from now.
+    """
+    if x_checkout_token is None:
+        await authenticated_client(request, state, authorization)
+    with transaction(state.engine) as session:
+        order = known_order(session, order_id)
+        if x_checkout_token is not None and not opens_checkout(order, x_checkout_token):
+            raise _unknown(order_id)
+    settings = state.settings
+    price = order.days * to_cents(settings.price_per_day)
+    if order.payment == PaymentTiming.DEFERRED:
+        handle = state.temporal.get_workflow_handle(order_workflow_id(order_id))
+        try:
+            with reaching_temporal("no payment was made"):
+                await handle.execute_update(
+                    OrderWorkflow.start_payment,
+                    PaymentStart(order_id=order_id, amount_cents=price),
+                    rpc_timeout=timedelta(seconds=settings.payment_create_timeout_seconds + 10),
+                )
+        except WorkflowUpdateFailedError as failure:
+            cause = failure.cause
+            if isinstance(cause, ApplicationError) and cause.type == "PaymentNotCreated":
+                raise ApiProblem(503, f"{failure_reason(failure)}; try again") from failure
+            raise _not_payable(failure_reason(failure), price, settings.currency) from failure
+        except RPCError as failure:
+            if not is_not_found(failure):
+                raise
+            # Its saga has ended: the order with it, as its row says next.
+    with transaction(state.engine) as session:
+        order = known_order(session, order_id)
+        if order.status != OrderStatus.PENDING or order.qr_code is None:
+            reason = order.status_reason or f"it is {order.status}"
+            raise _not_payable(
+                f"this order can no longer be paid: {reason}", price, settings.currency
+            )
+        return order_public(session, order, public_base_url=settings.public_base_url)
+
+
+def _not_payable(reason: str, price_cents: int, currency: str) -> ApiProblem:
+    return ApiProblem(409, reason, amount=format_amount(price_cents), currency=currency)
+
+
 @router.get(
     "/reservations/{reservation_id}",
     response_model=ReservationPublic,
@@ -263,8 +333,12 @@ def get_reservation(
 def known_order(session: Session, order_id: str) -> Order:
     order = orders.get_order(session, order_id)
     if order is None:
-        raise ApiProblem(404, f"no order {order_id!r}")
+        raise _unknown(order_id)
     return order
+
+
+def _unknown(order_id: str) -> ApiProblem:
+    return ApiProblem(404, f"no order {order_id!r}")
 
 
 def _replay(session: Session, order: Order, fingerprint: str, state: AppState) -> OrderPublic:
@@ -284,8 +358,8 @@ def _replay(session: Session, order: Order, fingerprint: str, state: AppState) -
 
 
 def _check_return_url(url: str, *, production: bool) -> None:
-    parts = urlsplit(url)
     schemes = ("https",) if production else ("https", "http")
+    parts = urlsplit(url)
     if parts.scheme not in schemes or not parts.hostname:
         raise ApiProblem(
             422,

@@ -16,6 +16,9 @@ POSITIVE_AMOUNT = r"^(0\.(0[1-9]|[1-9][0-9]?)|[1-9][0-9]{0,8}(\.[0-9]{1,2})?)$"
 # of ours, and must not reach the database (PostgreSQL refuses NUL in text; id columns hold 64).
 PLAIN_ID = r"^[A-Za-z0-9_-]+$"
 ID_CHARS = 64
+# An absolute http(s) URL: a host name (or IPv4 address), a port, then printable ASCII (no
+# credentials, no spaces, nothing PostgreSQL would refuse to store).
+WEB_URL = r"^https?://[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*(:[0-9]{1,5})?([/?#][!-~]*)?$"
 ReservationId = Annotated[str, Field(min_length=1, max_length=ID_CHARS, pattern=PLAIN_ID)]
 
 
@@ -42,7 +45,7 @@ class OrderCreate(BaseModel):
     payment: PaymentTiming = PaymentTiming.IMMEDIATE
     # Where the checkout page sends the buyer once paid: an absolute https URL (http too in
     # dev mode).
-    return_url: Annotated[str | None, Field(max_length=2000)] = None
+    return_url: Annotated[str | None, Field(max_length=2000, pattern=WEB_URL)] = None
     expected_amount: Annotated[
         Decimal | None,
         Field(default=None, gt=0, max_digits=11, decimal_places=2),

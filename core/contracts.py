@@ -75,8 +75,23 @@ class PaymentInstructions(Contract):
     kind: OrderKind
     amount_cents: int
     currency: str
-    qr_code: str
+    # None for a deferred order until the buyer presses Pay; its `expires_at` is then when
+    # its quote lapses.
+    qr_code: str | None
     expires_at: datetime
+
+
+class PaymentStart(Contract):
+    """The buyer pressed Pay on a deferred order: the trade is made only if, at that moment,
+    the order may still be paid at the price it was quoted."""
+
+    order_id: str
+    # What the order's days cost now: a quote whose price has changed is not paid.
+    amount_cents: int
+    # Set once the trade exists: the check is made again and, if it still holds, the trade
+    # recorded in the same transaction.
+    qr_code: str | None = None
+    expires_at: datetime | None = None
 
 
 class PaymentNotice(Contract):

@@ -92,6 +92,9 @@ class ApiOrder(_Wire):
     created_at: datetime
     expires_at: datetime
     flagged: str | None
+    payment: str
+    qr_code: str | None
+    checkout_url: str | None
     payments: list[ApiPayment]
     refunds: list[ApiRefund]
 
@@ -135,12 +138,34 @@ class DemoClient:
         self.api = api
         self.sandbox = sandbox
 
-    def create_order(self, reservation_id: str, *, days: int, gateway: str, step: str) -> ApiOrder:
+    def create_order(
+        self,
+        reservation_id: str,
+        *,
+        days: int,
+        gateway: str,
+        step: str,
+        payment: str = "immediate",
+    ) -> ApiOrder:
         # Derived from the reservation and the step, so a retried POST would join its order
         # instead of opening a second payment window.
         headers = {"Idempotency-Key": f"{reservation_id}-{step}"}
-        body = {"reservation_id": reservation_id, "days": days, "gateway": gateway}
+        body = {
+            "reservation_id": reservation_id,
+            "days": days,
+            "gateway": gateway,
+            "payment": payment,
+        }
         return _parse(_send(self.api, "POST", "/v1/orders", json=body, headers=headers), ApiOrder)
+
+    def press_pay(self, order: ApiOrder) -> httpx.Response:
+        """What the checkout page's Pay button sends: the page's token, no API key."""
+        assert order.checkout_url is not None
+        token = order.checkout_url.partition("?token=")[2]
+        return self.api.post(
+            f"/v1/orders/{order.order_id}/payment",
+            headers={"Authorization": "", "X-Checkout-Token": token},
+        )
 
     def order(self, order_id: str) -> ApiOrder:
         return _read(self.api, f"/v1/orders/{order_id}", ApiOrder)
@@ -319,14 +344,25 @@ class Demo:
     failures: list[str] = field(default_factory=list)
     reservation_ids: list[str] = field(default_factory=list)
 
-    def create_order(self, reservation_id: str, *, days: int, gateway: str, step: str) -> ApiOrder:
-        order = self.client.create_order(reservation_id, days=days, gateway=gateway, step=step)
+    def create_order(
+        self,
+        reservation_id: str,
+        *,
+        days: int,
+        gateway: str,
+        step: str,
+        payment: str = "immediate",
+    ) -> ApiOrder:
+        order = self.client.create_order(
+            reservation_id, days=days, gateway=gateway, step=step, payment=payment
+        )
         if reservation_id not in self.reservation_ids:
             self.reservation_ids.append(reservation_id)
-        # `paysaga dev` may run with another PAYSAGA_PAYMENT_TIMEOUT_SECONDS than this shell:
-        # the order's own expiry tells the timeout that counts.
-        self.payment_timeout_seconds = order.payment_timeout_seconds
-        self.timeout_seen_on_server = True
+        if order.payment == "immediate":
+            # `paysaga dev` may run with another PAYSAGA_PAYMENT_TIMEOUT_SECONDS than this
+            # shell: the order's own expiry tells the timeout that counts.
+            self.payment_timeout_seconds = order.payment_timeout_seconds
+            self.timeout_seen_on_server = True
         return order
 
     def settled(self, order_id: str, status: str, *, within: float = SETTLE_SECONDS) -> ApiOrder:
@@ -450,10 +486,49 @@ def payment_timeout(demo: Demo) -> None:
     )
 
 
+def quote_then_pay(demo: Demo) -> None:
+    reservation_id = new_reservation_id()
+    stale = demo.create_order(
+        reservation_id, days=2, gateway="wechatpay", step="quote-1", payment="deferred"
+    )
+    quote = demo.create_order(
+        reservation_id, days=2, gateway="wechatpay", step="quote-2", payment="deferred"
+    )
+    print(f"  the buyer's checkout page: {quote.checkout_url}")
+    # The first quote's page was left open; its Pay comes after a newer quote took over.
+    refused = demo.client.press_pay(stale)
+    demo.expect(
+        refused.status_code == 409,
+        f"5 quote: Pay on the superseded quote {stale.order_id} answered {refused.status_code}, "
+        "expected 409",
+    )
+    print(f"  Pay on the stale page: {refused.status_code} {_detail(refused)}")
+    pressed = demo.client.press_pay(quote)
+    if not demo.expect(
+        pressed.status_code == 200 and pressed.json()["qr_code"] is not None,
+        f"5 quote: Pay on {quote.order_id} answered {pressed.status_code}: {_detail(pressed)}",
+    ):
+        return
+    demo.client.pay(quote.order_id)
+    demo.finish(
+        demo.settled(quote.order_id, "paid"),
+        scenario="5 quoted, then Pay pressed: paid",
+        kind="booking",
+        status="paid",
+    )
+    demo.finish(
+        demo.settled(stale.order_id, "superseded"),
+        scenario="5 stale quote: no QR code",
+        kind="booking",
+        status="superseded",
+    )
+
+
 SCENARIOS: tuple[tuple[str, Callable[[Demo], None]], ...] = (
     ("1+2 booking, then renewal", booking_then_renewal),
     ("3 two payment windows", two_windows),
     ("4 payment timeout", payment_timeout),
+    ("5 quote first, pay on submit", quote_then_pay),
 )
 
 

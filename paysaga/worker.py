@@ -78,6 +78,7 @@ def build_worker(
             order_activities.claim_reservation,
             order_activities.abandon_creation,
             order_activities.record_payment_instructions,
+            order_activities.start_payment,
             order_activities.settle_payment,
             order_activities.complete_refund,
             order_activities.fail_refund,

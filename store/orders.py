@@ -20,11 +20,12 @@ from core.contracts import (
     OperatorAction,
     OrderEnding,
     PaymentNotice,
+    PaymentStart,
     RefundOrder,
     Settlement,
 )
 from core.money import format_amount
-from core.vocabulary import Gateway, OrderKind, OrderStatus, refund_no_for
+from core.vocabulary import Gateway, OrderKind, OrderStatus, PaymentTiming, refund_no_for
 from store.models import (
     CreationVerdict,
     OperatorActionRecord,
@@ -146,6 +147,44 @@ def record_qr_code(session: Session, *, order_id: str, qr_code: str, now: dateti
     order, _ = _locked_order(session, order_id)
     order.qr_code = qr_code
     order.updated_at = now
+
+
+def start_payment(session: Session, *, start: PaymentStart, now: datetime) -> str | None:
+    """Why a deferred order may not have its trade now, or None if it may.
+
+    It may while it is pending, still its reservation's payable order, of a kind that fits the
+    reservation, quoted at today's price and within its quote. Given the trade made, the same
+    check under the lock then records it, so a newer order that claimed the reservation in the
+    meantime always wins: its older order's page never shows a QR code.
+    """
+    order, reservation = _locked_order(session, start.order_id)
+    refusal = _payment_refusal(order, reservation, start.amount_cents, now)
+    if refusal is None and start.qr_code is not None:
+        assert start.expires_at is not None
+        order.qr_code = start.qr_code
+        order.expires_at = start.expires_at
+        order.updated_at = now
+    return refusal
+
+
+def _payment_refusal(
+    order: Order, reservation: Reservation, amount_cents: int, now: datetime
+) -> str | None:
+    if order.payment != PaymentTiming.DEFERRED:
+        return "the order's payment was made with it: it needs no other"
+    if order.qr_code is not None and order.status == OrderStatus.PENDING:
+        return None  # its trade exists already: pressing Pay again shows the same QR code
+    refusal = _refusal(order, reservation, now)
+    if refusal is not None:
+        return f"this order can no longer be paid: {refusal}"
+    if amount_cents != order.amount_cents:
+        return (
+            f"the price changed: {order.days} days now cost {format_amount(amount_cents)} "
+            f"{order.currency}, not the {format_amount(order.amount_cents)} quoted"
+        )
+    if now >= order.expires_at:
+        return f"the quote lapsed at {order.expires_at:%Y-%m-%d %H:%M} UTC"
+    return None
 
 
 def record_payment(session: Session, *, notice: PaymentNotice, now: datetime) -> Payment:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime
 
 from sqlmodel import Session
@@ -24,6 +25,13 @@ def checkout_url(order: Order, public_base_url: str) -> str | None:
     if order.checkout_token is None:
         return None
     return f"{public_base_url.rstrip('/')}/pay/{order.id}?token={order.checkout_token}"
+
+
+def opens_checkout(order: Order, token: str) -> bool:
+    """Whether `token` is the order's checkout token, compared in constant time."""
+    if order.checkout_token is None:
+        return False
+    return secrets.compare_digest(token.encode(), order.checkout_token.encode())
 
 
 def order_public(session: Session, order: Order, *, public_base_url: str) -> OrderPublic:

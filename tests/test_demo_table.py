@@ -12,7 +12,8 @@ REFUNDED_ORDER = b"""{
     "gateway": "wechatpay",
     "status": "refunded", "status_reason": "superseded by a newer order", "amount": "9.90",
     "currency": "CNY", "created_at": "2025-01-01T00:00:00Z",
-    "expires_at": "2025-01-01T00:00:10Z", "flagged": null,
+    "expires_at": "2025-01-01T00:00:10Z", "flagged": null, "payment": "immediate",
+    "qr_code": "https://qr.alipay.com/x", "checkout_url": null,
     "payments": [{"trade_no": "t1", "amount": "9.90", "status": "refunded", "paid_at": null}],
     "refunds": [{"refund_no": "rf_t1", "trade_no": "t1", "amount": "9.90",
                  "status": "succeeded"}]

@@ -269,6 +269,57 @@ async def test_a_cancelled_order_closes_its_trade(
     assert again.status_code == 409 and "cancelled" in again.json()["detail"]
 
 
+async def test_a_deferred_order_gets_its_trade_on_pay_and_a_stale_page_gets_none(
+    shop: Shop, sandbox: Sandbox
+) -> None:
+    room = reservation()
+    response = await shop.create(
+        room, 2, payment="deferred", return_url="https://shop.example/thanks"
+    )
+    assert response.status_code == 201, response.text
+    old = response.json()
+    assert (old["payment"], old["qr_code"], old["status"]) == ("deferred", None, "pending")
+    assert old["return_url"] == "https://shop.example/thanks"
+    token = old["checkout_url"].partition("?token=")[2]
+    assert (
+        old["checkout_url"] == (f"{shop.system.api_urls[0]}/pay/{old['order_id']}?token={token}")
+        and len(token) >= 32
+    )
+
+    anonymous = httpx.AsyncClient(timeout=30)
+    async with anonymous:
+        pay = f"{shop.system.api_urls[1]}/v1/orders/{old['order_id']}/payment"
+        # The order id alone opens nothing; nor does a wrong token, nor no credential at all.
+        assert (await anonymous.post(pay)).status_code == 401
+        wrong = await anonymous.post(pay, headers={"X-Checkout-Token": token[:-1] + "x"})
+        assert wrong.status_code == 404
+        newer = await shop.order(room, 2, api=1)
+        stale = await anonymous.post(pay, headers={"X-Checkout-Token": token})
+        assert stale.status_code == 409, stale.text
+        assert stale.json()["amount"] == "19.80" and "superseded" in stale.json()["detail"]
+        assert (
+            await sandbox.http.get(f"{sandbox.url}/sandbox/trades/{old['order_id']}")
+        ).status_code == 404
+
+        # A new quote, paid through its page: the trade and the QR code come only now.
+        quoted = (await shop.create(room, 1, payment="deferred", api=1)).json()
+        assert quoted["qr_code"] is None
+        assert (await shop.get(f"/v1/orders/{newer['order_id']}"))["status"] == "superseded"
+        page_token = quoted["checkout_url"].partition("?token=")[2]
+        paying = f"{shop.system.api_urls[0]}/v1/orders/{quoted['order_id']}/payment"
+        presses = await asyncio.gather(
+            *(anonymous.post(paying, headers={"X-Checkout-Token": page_token}) for _ in range(2))
+        )
+    assert [press.status_code for press in presses] == [200, 200], presses[0].text
+    first, second = (press.json() for press in presses)
+    assert first["qr_code"] and first["qr_code"] == second["qr_code"]
+    # The deadline now runs from the trade, no longer from the quote.
+    assert first["expires_at"] != quoted["expires_at"]
+    await sandbox.pay(quoted["order_id"])
+    await shop.settled(quoted["order_id"], "paid")
+    assert await conserved(shop, sandbox, room) == Decimal("9.90")
+
+
 def alipay_form(key: rsa.RSAPrivateKey, **fields: str) -> dict[str, str]:
     """A notification as Alipay sends it, signed with `key`, as form fields."""
     return dict(parse_qsl(alipay_callback(key, **fields).body.decode()))

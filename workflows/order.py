@@ -4,6 +4,8 @@
 2. claim the reservation with it, superseding its older pending orders (they close their
    trades) — unless the API has given up on the order, in which case the trade is closed and
    no order is made;
+   a deferred order claims with a quote instead, and makes its trade only when the buyer
+   presses Pay, if the order may still be paid at the quoted price; its quote lapses unpaid;
 3. wait for a payment, a cancel, being superseded, or the payment timeout;
 4. on timeout ask the gateway first (a lost notification must not expire a paid order), then
    close the trade and expire — unless the trade turns out paid, in which case the payment wins;
@@ -33,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.orders import OrderActivities
     from activities.payments import PaymentActivities
     from core.contracts import (
+        Claim,
         ClaimRequest,
         DeadlineExtension,
         OperatorAction,
@@ -42,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
         PaymentInstructions,
         PaymentNotice,
         PaymentRequest,
+        PaymentStart,
         RefundOrder,
         RefundReopening,
         RefundRetry,
@@ -50,7 +54,7 @@ with workflow.unsafe.imports_passed_through():
         TradeRef,
     )
     from core.temporal import failure_reason
-    from core.vocabulary import OrderKind, OrderStatus, order_workflow_id
+    from core.vocabulary import OrderKind, OrderStatus, PaymentTiming, order_workflow_id
     from workflows import search_attributes
     from workflows.steps import (
         DATABASE_STEP,
@@ -96,6 +100,10 @@ class OrderWorkflow:
         self._deadline_moved = False
         self._operator_acted = False
         self._operators = False
+        # A deferred order has no trade until the buyer presses Pay; making it and ending the
+        # order unpaid take turns, so that no order ends with a trade it does not know of.
+        self._trade_made = request.payment == PaymentTiming.IMMEDIATE
+        self._paying = asyncio.Lock()
         # Money steps of the saga and of operators' updates take turns, so that each reads
         # the order as the one before left it.
         self._money = asyncio.Lock()
@@ -112,14 +120,17 @@ class OrderWorkflow:
             await workflow.wait_condition(workflow.all_handlers_finished)
             return OrderOutcome(order_id=request.order_id, status=OrderStatus.CANCELLED)
         self._operators = workflow.patched(OPERATORS)
-        expires_at = workflow.now() + timedelta(seconds=request.payment_timeout_seconds)
-        self._expires_at = self._payable_until = expires_at
-        if self._operators:
-            self._payable_until += timedelta(seconds=request.deadline_extension_seconds)
-        if workflow.patched(PAYMENT_BEFORE_CLAIM):
-            instructions = await self._make_order(expires_at)
+        if request.payment == PaymentTiming.DEFERRED:
+            instructions = await self._quote()
         else:
-            instructions = await self._make_order_claiming_first(expires_at)
+            expires_at = workflow.now() + timedelta(seconds=request.payment_timeout_seconds)
+            self._expires_at = self._payable_until = expires_at
+            if self._operators:
+                self._payable_until += timedelta(seconds=request.deadline_extension_seconds)
+            if workflow.patched(PAYMENT_BEFORE_CLAIM):
+                instructions = await self._make_order(expires_at)
+            else:
+                instructions = await self._make_order_claiming_first(expires_at)
         if instructions is None:
             # No order was made (there is no row to end): the saga tells so in the UI.
             self._update(OrderStatus.CANCELLED, flagged=False)
@@ -155,41 +166,70 @@ class OrderWorkflow:
                 f"the payment gateway could not create the payment: {failure_reason(failure)}"
             )
             return None
-        claim_request = ClaimRequest(
-            order=request,
-            expires_at=expires_at,
-            qr_code=qr_code,
-            create_deadline=self._create_deadline,
+        claim = await self._claim(
+            ClaimRequest(
+                order=request,
+                expires_at=expires_at,
+                qr_code=qr_code,
+                create_deadline=self._create_deadline,
+            )
         )
-        workflow.set_current_details(f"claiming reservation {request.reservation_id}")
+        if claim is None:
+            await self._withdraw_payment()
+            self._creation_failure = "the order could not be made in time"
+            return None
+        await self._supersede(claim.superseded_order_ids)
+        return self._instructions_of(claim.kind, qr_code, expires_at)
+
+    async def _quote(self) -> PaymentInstructions | None:
+        """A deferred order claims the reservation with a quote and no trade (the buyer's Pay
+        makes it: `start_payment`); None if no order was made."""
+        request = self._request
+        quote_lapses = workflow.now() + timedelta(seconds=request.quote_ttl_seconds)
+        self._expires_at = self._payable_until = quote_lapses
+        claim = await self._claim(
+            ClaimRequest(
+                order=request, expires_at=quote_lapses, create_deadline=self._create_deadline
+            )
+        )
+        if claim is None:
+            self._creation_failure = "the order could not be made in time"
+            return None
+        await self._supersede(claim.superseded_order_ids)
+        return self._instructions_of(claim.kind, None, quote_lapses)
+
+    async def _claim(self, claim_request: ClaimRequest) -> Claim | None:
+        """Claim the reservation for the order; None if the order was not made, nor ever will be.
+
+        Refused, or no answer in time: one verdict, shared with the API, says whether the order
+        was made after all (a claim whose answer was lost) or never will be.
+        """
+        reservation_id = self._request.reservation_id
+        workflow.set_current_details(f"claiming reservation {reservation_id}")
         try:
-            claim = await workflow.execute_activity_method(
+            claim: Claim = await workflow.execute_activity_method(
                 OrderActivities.claim_reservation,
                 claim_request,
-                summary=f"claim reservation {request.reservation_id}",
+                summary=f"claim reservation {reservation_id}",
                 **self._creation_step(),
             )
+            return claim
         except ActivityError:
-            # Refused, or no answer in time: one verdict, shared with the API, says whether
-            # the order was made after all (a claim whose answer was lost) or never will be.
             made: bool = await workflow.execute_activity_method(
                 OrderActivities.abandon_creation,
-                request.order_id,
+                self._request.order_id,
                 summary="settle whether the order was made",
                 **DATABASE_STEP,
             )
             if not made:
-                await self._withdraw_payment()
-                self._creation_failure = "the order could not be made in time"
                 return None
             claim = await workflow.execute_activity_method(
                 OrderActivities.claim_reservation,
                 claim_request,
-                summary=f"claim reservation {request.reservation_id}",
+                summary=f"claim reservation {reservation_id}",
                 **DATABASE_STEP,
             )
-        await self._supersede(claim.superseded_order_ids)
-        return self._instructions_of(claim.kind, qr_code, expires_at)
+            return claim
 
     async def _make_order_claiming_first(self, expires_at: datetime) -> PaymentInstructions | None:
         """How sagas started before PAYMENT_BEFORE_CLAIM made their order: kept so that they
@@ -217,7 +257,7 @@ class OrderWorkflow:
         return instructions
 
     def _instructions_of(
-        self, kind: OrderKind, qr_code: str, expires_at: datetime
+        self, kind: OrderKind, qr_code: str | None, expires_at: datetime
     ) -> PaymentInstructions:
         request = self._request
         return PaymentInstructions(
@@ -271,6 +311,75 @@ class OrderWorkflow:
                 self._creation_failure or "payment not created", type="PaymentNotCreated"
             )
         return self._instructions
+
+    @workflow.update
+    async def start_payment(self, start: PaymentStart) -> PaymentInstructions:
+        """The buyer pressed Pay on a deferred order: make its trade, if the order may still be
+        paid at its quoted price; answers the QR code (the same one for every press)."""
+        async with self._paying:
+            if not self._trade_made:
+                await self._make_trade(start)
+        assert self._instructions is not None
+        return self._instructions
+
+    @start_payment.validator
+    def _payable(self, start: PaymentStart) -> None:
+        if self._request.payment != PaymentTiming.DEFERRED:
+            raise ApplicationError(
+                "the order's payment was made with it: it needs no other", type="NotDeferred"
+            )
+        if self._instructions is None or self._status != OrderStatus.PENDING:
+            raise ApplicationError(
+                f"this order can no longer be paid: it is {self._status}", type="PaymentRefused"
+            )
+
+    async def _make_trade(self, start: PaymentStart) -> None:
+        request = self._request
+        refusal: str | None = await workflow.execute_activity_method(
+            OrderActivities.start_payment,
+            start,
+            summary="check that the order may still be paid as quoted",
+            **DATABASE_STEP,
+        )
+        if refusal is not None:
+            raise ApplicationError(refusal, type="PaymentRefused")
+        # The deadline runs from the trade: the buyer gets the whole payment timeout.
+        self._create_deadline = workflow.now() + timedelta(
+            seconds=request.payment_create_timeout_seconds
+        )
+        expires_at = workflow.now() + timedelta(seconds=request.payment_timeout_seconds)
+        payable_until = expires_at + timedelta(seconds=request.deadline_extension_seconds)
+        try:
+            qr_code = await self._create_payment(
+                payable_until, f"Reservation {request.reservation_id}: {request.days} days"
+            )
+        except ActivityError as failure:
+            raise ApplicationError(
+                f"the payment gateway could not create the payment: {failure_reason(failure)}",
+                type="PaymentNotCreated",
+            ) from None
+        # Checked again as the trade is recorded: a newer order may have claimed meanwhile.
+        refusal = await workflow.execute_activity_method(
+            OrderActivities.start_payment,
+            PaymentStart(
+                order_id=start.order_id,
+                amount_cents=start.amount_cents,
+                qr_code=qr_code,
+                expires_at=expires_at,
+            ),
+            summary="record the trade, if the order may still be paid",
+            **DATABASE_STEP,
+        )
+        if refusal is not None:
+            await self._withdraw_payment()
+            raise ApplicationError(refusal, type="PaymentRefused")
+        assert self._instructions is not None
+        self._instructions = self._instructions.model_copy(
+            update={"qr_code": qr_code, "expires_at": expires_at}
+        )
+        self._trade_made = True
+        self._expires_at, self._payable_until = expires_at, payable_until
+        self._deadline_moved = True
 
     @workflow.update
     async def cancel(self) -> OrderStatus:
@@ -452,7 +561,11 @@ class OrderWorkflow:
         while self._status == OrderStatus.PENDING:
             remaining = max(self._expires_at - workflow.now(), timedelta(0))
             self._deadline_moved = False
-            workflow.set_current_details(f"waiting for payment until {_utc(self._expires_at)}")
+            workflow.set_current_details(
+                f"waiting for payment until {_utc(self._expires_at)}"
+                if self._trade_made
+                else f"quoted: waiting for the buyer to press Pay until {_utc(self._expires_at)}"
+            )
             try:
                 await workflow.wait_condition(
                     self._has_news, timeout=remaining, timeout_summary="payment deadline"
@@ -488,7 +601,12 @@ class OrderWorkflow:
         seconds = self._request.late_payment_horizon_seconds
         horizon = self._payable_until + timedelta(seconds=seconds)
         while True:
-            watching = seconds > 0 and self._status in UNPAID_ENDINGS and workflow.now() < horizon
+            watching = (
+                seconds > 0
+                and self._trade_made
+                and self._status in UNPAID_ENDINGS
+                and workflow.now() < horizon
+            )
             if not self._flagged and not watching:
                 return
             if self._flagged:
@@ -514,6 +632,9 @@ class OrderWorkflow:
             await self._settle_payments()
 
     async def _expire(self) -> None:
+        if not self._trade_made:
+            await self._end_untraded(OrderStatus.EXPIRED, "its quote lapsed before it was paid")
+            return
         # A notification may have been lost: ask the gateway before calling the order unpaid.
         workflow.set_current_details(f"deadline passed: asking {self._request.gateway} first")
         try:
@@ -537,6 +658,8 @@ class OrderWorkflow:
         await self._end_unpaid(OrderStatus.EXPIRED, "not paid before the payment timeout")
 
     async def _end_unpaid(self, status: OrderStatus, reason: str) -> None:
+        if not self._trade_made and await self._end_untraded(status, reason):
+            return
         workflow.set_current_details(f"closing trade {self._request.order_id}: {reason}")
         try:
             check: TradeCheck = await workflow.execute_activity_method(
@@ -559,6 +682,15 @@ class OrderWorkflow:
             await self._settle_payments()
             return
         await self._end(status, reason)
+
+    async def _end_untraded(self, status: OrderStatus, reason: str) -> bool:
+        """End a deferred order that has no trade: nothing to close at the gateway. False if
+        the buyer's Pay made its trade meanwhile: the order is then ended (or not) as any other."""
+        async with self._paying:
+            if self._trade_made:
+                return False
+            await self._end(status, reason)
+            return True
 
     @property
     def _trade(self) -> TradeRef:
