@@ -25,10 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 import html
 import io
-import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -53,6 +51,7 @@ from core.vocabulary import GATEWAY_NAMES, Gateway, OrderKind, OrderStatus, Paym
 from store import orders
 from store.db import transaction
 from store.models import Order
+from store.views import opens_checkout
 
 router = APIRouter(prefix="/pay", include_in_schema=False)
 
@@ -75,9 +74,6 @@ SECURITY_HEADERS = {
 PRIVATE_HEADERS = {**SECURITY_HEADERS, "Cache-Control": "no-store"}
 NOT_FOUND = "no such checkout page: the link is wrong or incomplete"
 KIND_NAMES = {OrderKind.BOOKING: "Booking", OrderKind.RENEWAL: "Renewal"}
-# Never any order's token: what a link to no order, or to one without a token, is compared
-# with, so that the refusal takes as long as for a wrong token.
-_NO_TOKEN = secrets.token_urlsafe(24).encode()
 
 Phase = Literal[
     "preparing",
@@ -105,7 +101,9 @@ class CheckoutState(BaseModel):
     qr_image: str | None
     # What the QR code holds, when a phone's browser can open it (a web link to the wallet).
     pay_link: str | None
-    # Until the quote lapses or the time to pay is up: the countdown, free of the phone's clock.
+    # When the quote lapses or the time to pay is up (an operator may move it), and the seconds
+    # until then: the countdown, free of the phone's clock.
+    expires_at: datetime | None
     seconds_left: int | None
     # Where the page sends the buyer once paid.
     return_url: str | None
@@ -156,28 +154,26 @@ def asset(name: str, if_none_match: Annotated[str | None, Header()] = None) -> R
 
 
 @router.get("/{order_id}", response_class=HTMLResponse)
-def page(order_id: str, state: State, token: str | None = None) -> HTMLResponse:
+def page(order_id: str, state: State, token: str = "") -> HTMLResponse:
     with transaction(state.engine) as session:
         order = opened_order(session, order_id, token)
         if order is None:
             return HTMLResponse(NOT_FOUND_PAGE, status_code=404, headers=PRIVATE_HEADERS)
-        assert token is not None
         shown = checkout_state(order, token=token, now=datetime.now(UTC))
         return HTMLResponse(_page(order, shown, token), headers=PRIVATE_HEADERS)
 
 
 @router.get("/{order_id}/state")
-def state_now(order_id: str, state: State, token: str | None = None) -> Response:
+def state_now(order_id: str, state: State, token: str = "") -> Response:
     shown = _state(state.engine, order_id, token)
     return Response(shown.model_dump_json(), media_type="application/json", headers=PRIVATE_HEADERS)
 
 
 @router.get("/{order_id}/events")
-async def events(order_id: str, state: State, token: str | None = None) -> StreamingResponse:
+async def events(order_id: str, state: State, token: str = "") -> StreamingResponse:
     # Read before the answer starts, so that a link that opens nothing is a 404, which
     # EventSource does not retry.
     first = await asyncio.to_thread(_state, state.engine, order_id, token)
-    assert token is not None
     return StreamingResponse(
         _events(state.engine, order_id, token, first),
         media_type="text/event-stream",
@@ -187,12 +183,11 @@ async def events(order_id: str, state: State, token: str | None = None) -> Strea
 
 
 @router.get("/{order_id}/qr.svg")
-def qr_image(order_id: str, state: State, token: str | None = None) -> Response:
+def qr_image(order_id: str, state: State, token: str = "") -> Response:
     with transaction(state.engine) as session:
         order = opened_order(session, order_id, token)
     if order is None or order.qr_code is None:
         raise _not_found()
-    assert token is not None
     # Only while it may be paid: a page left open, or its image's address, shows no code that
     # can no longer pay the order.
     if checkout_state(order, token=token, now=datetime.now(UTC)).qr_image is None:
@@ -213,38 +208,34 @@ def qr_image(order_id: str, state: State, token: str | None = None) -> Response:
     return Response(svg.getvalue(), media_type="image/svg+xml", headers=PRIVATE_HEADERS)
 
 
-def opened_order(session: Session, order_id: str, token: str | None) -> Order | None:
+def opened_order(session: Session, order_id: str, token: str) -> Order | None:
     """The order this link opens: None for an unknown order, a missing or wrong token, or an
     order without one, alike."""
     order = orders.get_order(session, order_id) if is_plain_id(order_id) else None
-    expected = order.checkout_token if order is not None else None
-    offered = (token or "").encode()
-    matches = hmac.compare_digest(expected.encode() if expected else _NO_TOKEN, offered)
-    return order if matches and expected is not None else None
+    if order is None or not token or not opens_checkout(order, token):
+        return None
+    return order
 
 
 def checkout_state(order: Order, *, token: str, now: datetime) -> CheckoutState:
     phase, message = _phase(order, now)
     scan = phase == "scan"
+    counting = phase in ("scan", "quote")
     return CheckoutState(
         status=OrderStatus(order.status),
         phase=phase,
         message=message,
         qr_image=f"{order.id}/qr.svg?token={quote(token, safe='')}" if scan else None,
         pay_link=order.qr_code if scan and _opens_in_a_browser(order.qr_code) else None,
-        seconds_left=(
-            max(0, int((order.expires_at - now).total_seconds()))
-            if phase in ("scan", "quote")
-            else None
-        ),
+        expires_at=order.expires_at if counting else None,
+        seconds_left=max(0, int((order.expires_at - now).total_seconds())) if counting else None,
         return_url=order.return_url if phase == "paid" else None,
         final=order.status != OrderStatus.PENDING,
     )
 
 
 def _phase(order: Order, now: datetime) -> tuple[Phase, str]:
-    amount = f"{format_amount(order.amount_cents)} {order.currency}"
-    gateway = GATEWAY_NAMES[Gateway(order.gateway)]
+    amount, gateway = _amount(order), _gateway(order)
     match OrderStatus(order.status):
         case OrderStatus.PAID:
             return "paid", f"Paid: {amount} received through {gateway}. Thank you!"
@@ -279,12 +270,11 @@ def _opens_in_a_browser(qr_code: str | None) -> bool:
     return qr_code is not None and urlsplit(qr_code).scheme in ("https", "http")
 
 
-def _state(engine: Engine, order_id: str, token: str | None) -> CheckoutState:
+def _state(engine: Engine, order_id: str, token: str) -> CheckoutState:
     with transaction(engine) as session:
         order = opened_order(session, order_id, token)
         if order is None:
             raise _not_found()
-        assert token is not None
         return checkout_state(order, token=token, now=datetime.now(UTC))
 
 
@@ -315,14 +305,13 @@ def _event(state: CheckoutState) -> str:
 
 
 def _page(order: Order, shown: CheckoutState, token: str) -> str:
-    amount = f"{format_amount(order.amount_cents)} {order.currency}"
     token_query = f"token={quote(token, safe='')}"
     values = {
-        "amount": amount,
+        "amount": _amount(order),
         "reservation": order.reservation_id,
         "kind": KIND_NAMES[OrderKind(order.kind)],
         "days": f"{order.days} day" if order.days == 1 else f"{order.days} days",
-        "gateway": GATEWAY_NAMES[Gateway(order.gateway)],
+        "gateway": _gateway(order),
         "message": shown.message,
         "qr_src": shown.qr_image or "",
         "qr_hidden": "" if shown.qr_image else "hidden",
@@ -338,11 +327,15 @@ def _page(order: Order, shown: CheckoutState, token: str) -> str:
 
 
 def _qr_alt(order: Order) -> str:
-    gateway = GATEWAY_NAMES[Gateway(order.gateway)]
-    return (
-        f"QR code to scan with {gateway} to pay {format_amount(order.amount_cents)} "
-        f"{order.currency}"
-    )
+    return f"QR code to scan with {_gateway(order)} to pay {_amount(order)}"
+
+
+def _amount(order: Order) -> str:
+    return f"{format_amount(order.amount_cents)} {order.currency}"
+
+
+def _gateway(order: Order) -> str:
+    return GATEWAY_NAMES[Gateway(order.gateway)]
 
 
 def _not_found() -> ApiProblem:

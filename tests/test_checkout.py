@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine
 
 from api import checkout
 from api.app import create_app
-from core.contracts import ClaimRequest, OrderEnding, PaymentNotice
+from core.contracts import ClaimRequest, OperatorAction, OrderEnding, PaymentNotice
 from core.settings import Settings
 from core.vocabulary import Gateway, OrderStatus, PaymentTiming
 from paysaga.dev import ensure_dev_keys
@@ -251,7 +251,9 @@ async def test_the_state_follows_the_order(engine: Engine, home: Path) -> None:
 
         overdue = await state_of(http, "ord_late", late)
         assert overdue["phase"] == "overdue" and not overdue["final"]
-        assert overdue["qr_image"] is None and overdue["seconds_left"] is None
+        assert overdue["qr_image"] is None and overdue["pay_link"] is None
+        assert overdue["expires_at"] is None and overdue["seconds_left"] is None
+        assert "time to pay is up" in overdue["message"]
 
         pay(engine, "ord_scan")
         paid = await state_of(http, "ord_scan", scanned)
@@ -333,6 +335,14 @@ async def test_events_send_the_state_then_each_change_and_end_when_final(
         # Nothing changes: comments keep the stream alive, and no event repeats the state.
         assert await events.next() == [": keep-alive"]
         assert await events.next() == [": keep-alive"]
+        # An operator gives the buyer more time: the countdown must hear of it.
+        later = datetime.now(UTC) + timedelta(hours=1)
+        with transaction(engine) as session:
+            action = OperatorAction(order_id="ord_live", action="extend_deadline", until=later)
+            orders.extend_deadline(session, action=action, now=datetime.now(UTC))
+        extended = await events.state()
+        assert extended["phase"] == "scan" and extended["seconds_left"] > 3500
+        assert datetime.fromisoformat(extended["expires_at"]) == later
         pay(engine, "ord_live")
         paid = await events.state()
         assert (paid["phase"], paid["final"], paid["qr_image"]) == ("paid", True, None)

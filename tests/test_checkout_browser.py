@@ -305,6 +305,7 @@ async def test_a_deferred_order_is_paid_on_submit_and_a_stale_page_is_refused(
         await expect(page.get_by_role("status")).to_have_text("This order can no longer be paid.")
         await expect(page.get_by_role("img")).to_have_count(0)
         await expect(page.get_by_role("button")).to_have_count(0)
+        await expect(page.get_by_role("timer")).to_have_count(0)
         await both_widths(watched, "deferred-refused")
         assert not watched.fetched(r"/qr\.svg")
 

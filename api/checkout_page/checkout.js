@@ -27,6 +27,12 @@
     }
   }
 
+  function sentence(text) {
+    const trimmed = text.trim();
+    const capitalised = trimmed.charAt(0).toUpperCase() + trimmed.slice(1);
+    return /[.!?]$/.test(capitalised) ? capitalised : `${capitalised}.`;
+  }
+
   function problem(text) {
     element("problem").hidden = text === null;
     setText(element("problem"), text || "");
@@ -34,7 +40,8 @@
 
   function render() {
     const status = element("status");
-    setText(status, refused && state.phase === "quote" ? "This order can no longer be paid." : state.message);
+    const quoteRefused = refused && state.phase === "quote";
+    setText(status, quoteRefused ? "This order can no longer be paid." : state.message);
     status.classList.toggle("good", state.phase === "paid");
     status.classList.toggle("bad", state.final && state.phase !== "paid");
 
@@ -63,14 +70,15 @@
 
   function tick() {
     const left = deadline === null ? 0 : Math.max(0, Math.round((deadline - Date.now()) / 1000));
-    const running = deadline !== null && left > 0;
+    const running = deadline !== null && left > 0 && !refused;
     element("countdown").hidden = !running;
     // Past the deadline nothing here may be paid, whatever the server says a second later.
     element("qr").hidden = state.qr_image === null || !running;
     if (!running) {
       return;
     }
-    setText(element("countdown-label"), state.phase === "quote" ? "This price holds for" : "Time left to pay");
+    const label = state.phase === "quote" ? "This price holds for" : "Time left to pay";
+    setText(element("countdown-label"), label);
     const minutes = Math.floor(left / 60);
     const seconds = String(left % 60).padStart(2, "0");
     const time = element("countdown-time");
@@ -149,19 +157,23 @@
         await refresh();
       } else if (response.status === 409) {
         refused = true;
-        const price = answer.amount ? ` The current price is ${answer.amount} ${answer.currency}.` : "";
-        problem(`${answer.detail || "This order can no longer be paid."}${price}`);
+        const price = answer.amount
+          ? ` The current price is ${answer.amount} ${answer.currency}.`
+          : "";
+        problem(`${sentence(answer.detail || "this order can no longer be paid")}${price}`);
       } else {
-        const reason = answer.detail || response.statusText;
-        problem(`The payment could not be created: ${reason}. Please try again.`);
+        notMade(answer.detail || response.statusText);
       }
     } catch (failure) {
-      const reason = failure instanceof TypeError ? "no connection" : failure.message;
-      problem(`The payment could not be created: ${reason} Please try again.`);
+      notMade(failure instanceof TypeError ? "there is no connection" : failure.message);
     } finally {
       paying = false;
       render();
     }
+  }
+
+  function notMade(reason) {
+    problem(`${sentence(reason)} The payment was not created: please try again.`);
   }
 
   element("pay").addEventListener("click", pay);
