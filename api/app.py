@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from api import admin, callbacks, codec, health, orders, problems, webhooks
+from api import admin, callbacks, checkout, codec, health, orders, problems, webhooks
 from api.api_keys import accepted_admin_keys, accepted_api_keys
 from api.deps import AppState, State
 from api.limits import CLIENT_MAX_BODY_BYTES, BodyLimits
@@ -77,6 +77,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(RequestMetrics, metrics=metrics)
     app.include_router(orders.router)
     app.include_router(webhooks.router)
+    app.include_router(checkout.router)
     app.include_router(admin.router)
     app.include_router(callbacks.router)
     app.include_router(codec.router)

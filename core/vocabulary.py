@@ -13,6 +13,10 @@ class Gateway(StrEnum):
     WECHATPAY = "wechatpay"
 
 
+# As buyers know them: the checkout page names the app to scan with.
+GATEWAY_NAMES = {Gateway.ALIPAY: "Alipay", Gateway.WECHATPAY: "WeChat Pay"}
+
+
 class OrderKind(StrEnum):
     BOOKING = "booking"
     RENEWAL = "renewal"

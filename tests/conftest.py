@@ -4,12 +4,14 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy.engine import Engine
 from temporalio.testing import WorkflowEnvironment
 
-from tests.databases import database
-from tests.rig import Rig, running_worker
+from tests.databases import database, database_url
+from tests.rig import Rig, Sandbox, running_worker
+from tests.system import API_KEY, DATABASE_KIND, Shop, System, running_system
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -42,3 +44,25 @@ async def rig(env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Rig]:
     """A worker on its own task queue of the module's Temporal server (its `env` fixture)."""
     async with running_worker(env.client, tmp_path, f"rig-{uuid.uuid4()}") as rig:
         yield rig
+
+
+@pytest.fixture(scope="session")
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+    """The whole system as processes, on PAYSAGA_TEST_DATABASE: one for every slow test that
+    does not need one of its own."""
+    home = tmp_path_factory.mktemp("system")
+    with database_url(DATABASE_KIND, home) as url, running_system(home, url) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+async def shop(system: System) -> AsyncIterator[Shop]:
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    async with httpx.AsyncClient(headers=headers, timeout=30) as http:
+        yield Shop(http, system)
+
+
+@pytest.fixture(scope="session")
+async def sandbox(system: System) -> AsyncIterator[Sandbox]:
+    async with httpx.AsyncClient(timeout=30) as http:
+        yield Sandbox(http, system.sandbox_url)

@@ -12,9 +12,8 @@ import subprocess
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -47,29 +46,20 @@ from paysaga.temporal_server import installed_binary
 from paysaga.worker import WORKFLOWS
 from store.db import create_db_engine, transaction
 from store.models import CallbackAttempt, CallbackRefusal
-from tests.databases import database_url
 from tests.history_paths import all_histories, record_distinct_paths
 from tests.notifications import Callback, alipay_callback, wechatpay_callback
 from tests.rig import Sandbox
 from tests.servers import free_port, serving
-from tests.system import ADMIN_KEY, API_KEY, TASK_QUEUE, System, running_system
+from tests.system import ADMIN_KEY, API_KEY, DATABASE_KIND, TASK_QUEUE, Shop, System
 from tests.test_callback_door import signed
 from tests.webhook_receiver import Receiver
 from workflows.reconcile import ReconcileWorkflow
 
 pytestmark = pytest.mark.slow
-DATABASE_KIND = os.environ.get("PAYSAGA_TEST_DATABASE", "sqlite")
 # How each gateway calls a trade that was closed unpaid.
 CLOSED = {Gateway.ALIPAY: "TRADE_CLOSED", Gateway.WECHATPAY: "CLOSED"}
 # Each gateway's call that creates a QR payment, as the sandbox's fault switch names it.
 CREATE_METHOD = {Gateway.ALIPAY: "alipay.trade.precreate", Gateway.WECHATPAY: "wechatpay.native"}
-
-
-@pytest.fixture(scope="session")
-def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
-    home = tmp_path_factory.mktemp("system")
-    with database_url(DATABASE_KIND, home) as url, running_system(home, url) as running:
-        yield running
 
 
 @pytest.fixture(params=list(Gateway))
@@ -77,99 +67,6 @@ def gateway(request: pytest.FixtureRequest) -> Gateway:
     """The scenario runs once on each gateway."""
     value: Gateway = request.param
     return value
-
-
-@dataclass
-class Shop:
-    """The business's app: it calls paysaga's API."""
-
-    http: httpx.AsyncClient
-    system: System
-
-    async def create(
-        self,
-        reservation: str,
-        days: int = 3,
-        *,
-        api: int = 0,
-        api_url: str | None = None,
-        gateway: Gateway | None = None,
-        **extra: Any,
-    ) -> httpx.Response:
-        url = api_url or self._api(api)
-        headers = (
-            {"Idempotency-Key": extra.pop("idempotency_key")} if "idempotency_key" in extra else {}
-        )
-        if gateway is not None:
-            extra["gateway"] = gateway
-        return await self.http.post(
-            f"{url}/v1/orders",
-            json={"reservation_id": reservation, "days": days, **extra},
-            headers=headers,
-        )
-
-    async def order(
-        self, reservation: str, days: int = 3, *, api: int = 0, gateway: Gateway | None = None
-    ) -> dict[str, Any]:
-        response = await self.create(reservation, days, api=api, gateway=gateway)
-        assert response.status_code == 201, response.text
-        body: dict[str, Any] = response.json()
-        return body
-
-    async def notify(self, api_url: str, gateway: Gateway, callback: Callback) -> httpx.Response:
-        """Deliver a notification to an API's callback door, as the gateway would."""
-        return await self.http.post(
-            f"{api_url}/v1/callbacks/{gateway}", content=callback.body, headers=callback.headers
-        )
-
-    async def get(self, path: str) -> dict[str, Any]:
-        response = await self.http.get(f"{self.system.api_urls[0]}{path}")
-        assert response.status_code == 200, response.text
-        body: dict[str, Any] = response.json()
-        return body
-
-    async def settled(self, order_id: str, *statuses: str, seconds: float = 30) -> dict[str, Any]:
-        """The order once it has one of these statuses and no money of it is still moving."""
-        return await self.until(
-            order_id,
-            lambda order: (
-                order["status"] in statuses
-                and all(refund["status"] != "pending" for refund in order["refunds"])
-                and all(
-                    payment["status"] not in ("received", "refunding")
-                    for payment in order["payments"]
-                )
-            ),
-            seconds=seconds,
-        )
-
-    async def until(
-        self, order_id: str, done: Callable[[dict[str, Any]], bool], *, seconds: float = 30
-    ) -> dict[str, Any]:
-        deadline = asyncio.get_running_loop().time() + seconds
-        while True:
-            order = await self.get(f"/v1/orders/{order_id}")
-            if done(order):
-                return order
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"order never got there: {json.dumps(order, indent=1)}")
-            await asyncio.sleep(0.1)
-
-    def _api(self, n: int) -> str:
-        return self.system.short_timeout_api_url if n == 2 else self.system.api_urls[n]
-
-
-@pytest.fixture(scope="session")
-async def shop(system: System) -> AsyncIterator[Shop]:
-    headers = {"Authorization": f"Bearer {API_KEY}"}
-    async with httpx.AsyncClient(headers=headers, timeout=30) as http:
-        yield Shop(http, system)
-
-
-@pytest.fixture(scope="session")
-async def sandbox(system: System) -> AsyncIterator[Sandbox]:
-    async with httpx.AsyncClient(timeout=30) as http:
-        yield Sandbox(http, system.sandbox_url)
 
 
 @pytest.fixture(autouse=True)

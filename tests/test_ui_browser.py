@@ -27,34 +27,20 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, Route, async_playwright, expect
+from playwright.async_api import Browser, Page, Route, expect
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 
 from core.vocabulary import order_workflow_id
+from tests.browser import chromium, emptied, screenshot, screenshots
 from tests.databases import database_url
 from tests.interop import eventually
 from tests.rig import Sandbox
 from tests.servers import free_port
+from tests.system import DATABASE_KIND
 
 pytestmark = pytest.mark.slow
-DATABASE_KIND = os.environ.get("PAYSAGA_TEST_DATABASE", "sqlite")
-ARTIFACTS = Path(os.environ.get("PAYSAGA_TEST_ARTIFACTS", Path(__file__).parents[1] / ".artifacts"))
-SCREENSHOTS = ARTIFACTS / "ui" / DATABASE_KIND
-# Debian's package (`make browser`): Playwright's own browser download is never used.
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    # Chromium refuses to run as root with its sandbox.
-    "--no-sandbox",
-    "--disable-gpu",
-    # Without these Chromium calls Google's services at start, and a closed network refuses
-    # those connections.
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+SCREENSHOTS = screenshots("ui")
 START_SECONDS = 120
 STOP_SECONDS = 30
 # Visibility is eventually consistent: a search may miss what was just written.
@@ -170,33 +156,9 @@ async def refunded_order(dev: Dev) -> RefundedOrder:
     return RefundedOrder(order_id=superseded, reservation_id=reservation, superseded_by=payable)
 
 
-@asynccontextmanager
-async def chromium() -> AsyncIterator[Browser]:
-    assert CHROMIUM.is_file(), f"{CHROMIUM} is missing: `make browser` installs Debian's chromium"
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
-        )
-        try:
-            yield browser
-        except BaseException:
-            pages = [page for context in browser.contexts for page in context.pages]
-            for n, page in enumerate(pages):
-                await screenshot(page, f"failure-{n}")
-            raise
-        finally:
-            await browser.close()
-
-
 async def new_page(browser: Browser) -> Page:
     context = await browser.new_context(viewport={"width": 1400, "height": 1000})
     return await context.new_page()
-
-
-async def screenshot(page: Page, name: str) -> None:
-    path = SCREENSHOTS / f"{name}.png"
-    await page.screenshot(path=path, full_page=True)
-    print(f"screenshot: {path}")
 
 
 async def listed(page: Page, dev: Dev, query: str, workflow_ids: list[str]) -> None:
@@ -249,9 +211,7 @@ def alive(pid: int) -> bool:
 
 
 async def test_the_web_ui_lists_explains_and_decodes_a_refunded_order(tmp_path: Path) -> None:
-    for old in SCREENSHOTS.glob("*.png"):
-        old.unlink()
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    emptied(SCREENSHOTS)
     with database_url(DATABASE_KIND, tmp_path) as database:
         async with paysaga_dev(tmp_path, database) as dev:
             order = await refunded_order(dev)
@@ -263,7 +223,7 @@ async def test_the_web_ui_lists_explains_and_decodes_a_refunded_order(tmp_path: 
             assert sealed.metadata["encoding"] == b"binary/encrypted"
             assert b"amount_cents" not in sealed.data
             assert order.reservation_id.encode() not in sealed.data
-            async with chromium() as browser:
+            async with chromium(SCREENSHOTS) as browser:
                 page = await new_page(browser)
                 await the_list_finds_it_by_status(page, dev, order)
                 await its_page_shows_it_decrypted(page, dev, order)
@@ -294,7 +254,7 @@ async def the_list_finds_it_by_status(page: Page, dev: Dev, order: RefundedOrder
     both = [order_workflow_id(order.superseded_by), workflow_id]
     await listed(page, dev, f'ReservationId="{order.reservation_id}"', both)
     await listed(page, dev, 'OrderStatus="refunded"', [workflow_id])
-    await screenshot(page, "list-refunded")
+    await screenshot(page, SCREENSHOTS, "list-refunded")
 
 
 async def its_page_shows_it_decrypted(page: Page, dev: Dev, order: RefundedOrder) -> None:
@@ -309,7 +269,7 @@ async def its_page_shows_it_decrypted(page: Page, dev: Dev, order: RefundedOrder
     )
     await expect(shown_input).to_contain_text(f'"amount_cents": {AMOUNT_CENTS}')
     await expect(page.get_by_label("Result", exact=True)).to_contain_text('"status": "refunded"')
-    await screenshot(page, "workflow-input")
+    await screenshot(page, SCREENSHOTS, "workflow-input")
 
     # Summary, details and current details are Markdown, each rendered in a frame of its own.
     await page.get_by_role("tab", name="User Metadata").click()
@@ -320,7 +280,7 @@ async def its_page_shows_it_decrypted(page: Page, dev: Dev, order: RefundedOrder
     ):
         shown = page.frame_locator(f"#user-metadata-{frame}").locator("main")
         await expect(shown).to_have_text(text, timeout=UI_SECONDS * 1000)
-    await screenshot(page, "workflow-user-metadata")
+    await screenshot(page, SCREENSHOTS, "workflow-user-metadata")
 
 
 async def without_decryption_its_page_shows_ciphertext(
@@ -331,7 +291,7 @@ async def without_decryption_its_page_shows_ciphertext(
     await expect(page.get_by_label("Input", exact=True)).to_have_text(
         f'"{base64.b64encode(sealed.data).decode()}"', timeout=UI_SECONDS * 1000
     )
-    await screenshot(page, "workflow-input-without-decryption")
+    await screenshot(page, SCREENSHOTS, "workflow-input-without-decryption")
 
 
 async def stops_with_all_its_processes(dev: Dev) -> None:
