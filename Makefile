@@ -46,11 +46,18 @@ test-fast: $(STAMP)
 browser:
 	deploy/ci/apt-install.sh /usr/bin/chromium chromium
 
-## test-slow: the whole system as processes over HTTP, and the Web UI in Chromium, on SQLite
-## and then on PostgreSQL
+## test-slow: the whole system as processes over HTTP, and the Web UI and the checkout page in
+## Chromium, on SQLite and on PostgreSQL at once (they mostly wait on processes and timers, so
+## two cores take both; each starts its own servers on free ports); PostgreSQL's report follows
 test-slow: $(STAMP) browser
-	PAYSAGA_TEST_DATABASE=sqlite $(BIN)/pytest -m slow
-	PAYSAGA_TEST_DATABASE=postgresql $(BIN)/pytest -m slow
+	@mkdir -p .artifacts
+	@PAYSAGA_TEST_DATABASE=postgresql $(BIN)/pytest -m slow -p no:cacheprovider \
+		> .artifacts/test-slow-postgresql.log 2>&1 & postgresql=$$!; \
+	PAYSAGA_TEST_DATABASE=sqlite $(BIN)/pytest -m slow -p no:cacheprovider; sqlite=$$?; \
+	wait $$postgresql; postgresql=$$?; \
+	echo "--- the slow tier on PostgreSQL (.artifacts/test-slow-postgresql.log) ---"; \
+	cat .artifacts/test-slow-postgresql.log; \
+	test $$sqlite -eq 0 && test $$postgresql -eq 0
 
 ## bench: order latency, settlement time, callback rate and memory of the whole system
 bench: $(STAMP)
