@@ -66,6 +66,12 @@ class Sandbox:
         notifications = (await self.trade(out_trade_no))["notifications"]
         return bool(notifications) and all(note["delivered"] for note in notifications)
 
+    async def knows(self, out_trade_no: str) -> bool:
+        """Whether the gateway has a trade of this number at all."""
+        response = await self.http.get(f"{self.url}/sandbox/trades/{out_trade_no}")
+        assert response.status_code in (200, 404), response.text
+        return response.status_code == 200
+
     async def trade(self, out_trade_no: str) -> dict[str, Any]:
         response = await self.http.get(f"{self.url}/sandbox/trades/{out_trade_no}")
         response.raise_for_status()

@@ -159,19 +159,13 @@ async def start_quote(
     return handle
 
 
-async def known_to_the_gateway(rig: Rig, order_id: str) -> bool:
-    response = await rig.sandbox.http.get(f"{rig.sandbox.url}/sandbox/trades/{order_id}")
-    assert response.status_code in (200, 404)
-    return response.status_code == 200
-
-
 async def test_the_trade_is_made_on_pay_and_the_order_is_paid(
     env: WorkflowEnvironment, rig: Rig
 ) -> None:
     with env.auto_time_skipping_disabled():
         handle = await start_quote(env, rig, "ord_quote_paid", reservation="room-q1")
         # Nothing exists at the gateway until the buyer presses Pay.
-        assert not await known_to_the_gateway(rig, "ord_quote_paid")
+        assert not await rig.sandbox.knows("ord_quote_paid")
         pay = PaymentStart(order_id="ord_quote_paid", amount_cents=QUOTED)
         first, again = await asyncio.gather(
             handle.execute_update(OrderWorkflow.start_payment, pay),
@@ -194,7 +188,7 @@ async def test_a_superseded_quote_ends_without_a_trade(env: WorkflowEnvironment,
     assert (
         order_of(rig.engine, "ord_quote_old").status_reason == "superseded by order ord_quote_new"
     )
-    assert not await known_to_the_gateway(rig, "ord_quote_old")
+    assert not await rig.sandbox.knows("ord_quote_old")
 
 
 async def test_a_changed_price_refuses_pay(env: WorkflowEnvironment, rig: Rig) -> None:
@@ -208,7 +202,7 @@ async def test_a_changed_price_refuses_pay(env: WorkflowEnvironment, rig: Rig) -
         assert "the price changed" in str(refused.value.cause)
         await handle.execute_update(OrderWorkflow.cancel)
     assert (await handle.result()).status == OrderStatus.CANCELLED
-    assert not await known_to_the_gateway(rig, "ord_quote_price")
+    assert not await rig.sandbox.knows("ord_quote_price")
 
 
 async def test_a_quote_nobody_pays_lapses_without_a_gateway_call(
@@ -218,4 +212,4 @@ async def test_a_quote_nobody_pays_lapses_without_a_gateway_call(
     assert (await handle.result()).status == OrderStatus.EXPIRED
     order = order_of(rig.engine, "ord_quote_lapsed")
     assert (order.status, order.status_reason) == ("expired", "its quote lapsed before it was paid")
-    assert not await known_to_the_gateway(rig, "ord_quote_lapsed")
+    assert not await rig.sandbox.knows("ord_quote_lapsed")

@@ -158,9 +158,7 @@ class OrderWorkflow:
         """
         request = self._request
         try:
-            qr_code = await self._create_payment(
-                self._payable_until, f"Reservation {request.reservation_id}: {request.days} days"
-            )
+            qr_code = await self._create_payment(self._payable_until, self._subject)
         except ActivityError as failure:
             self._creation_failure = (
                 f"the payment gateway could not create the payment: {failure_reason(failure)}"
@@ -350,9 +348,7 @@ class OrderWorkflow:
         expires_at = workflow.now() + timedelta(seconds=request.payment_timeout_seconds)
         payable_until = expires_at + timedelta(seconds=request.deadline_extension_seconds)
         try:
-            qr_code = await self._create_payment(
-                payable_until, f"Reservation {request.reservation_id}: {request.days} days"
-            )
+            qr_code = await self._create_payment(payable_until, self._subject)
         except ActivityError as failure:
             raise ApplicationError(
                 f"the payment gateway could not create the payment: {failure_reason(failure)}",
@@ -691,6 +687,11 @@ class OrderWorkflow:
                 return False
             await self._end(status, reason)
             return True
+
+    @property
+    def _subject(self) -> str:
+        """What the buyer's wallet shows the trade is for."""
+        return f"Reservation {self._request.reservation_id}: {self._request.days} days"
 
     @property
     def _trade(self) -> TradeRef:
