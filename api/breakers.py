@@ -56,15 +56,16 @@ class OpenBreakers:
 _views: WeakKeyDictionary[Engine, OpenBreakers] = WeakKeyDictionary()
 
 
-async def refuse_failing_gateway(engine: Engine, gateway: str) -> None:
-    """503 naming the gateway if its breaker is open: no order is made on it meanwhile."""
+async def failing_gateway(engine: Engine, gateway: str) -> ApiProblem | None:
+    """The 503 naming the gateway if its breaker is open: no order is made on it meanwhile."""
     view = _views.get(engine)
     if view is None:
         view = _views[engine] = OpenBreakers(engine)
     reason = (await view.reasons()).get(gateway)
-    if reason is not None:
-        raise ApiProblem(
-            503,
-            f"{gateway} is failing: {reason}; no order was created, try again later or use "
-            "another gateway",
-        )
+    if reason is None:
+        return None
+    return ApiProblem(
+        503,
+        f"{gateway} is failing: {reason}; no order was created, try again later or use "
+        "another gateway",
+    )

@@ -6,18 +6,21 @@ import hashlib
 import json
 import secrets
 import uuid
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Header, Path, Request
+from fastapi import APIRouter, Header, Path, Request, Response
+from fastapi.routing import APIRoute
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 from temporalio.client import WithStartWorkflowOperation, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
-from api.breakers import refuse_failing_gateway
+from api.breakers import failing_gateway
 from api.deps import AppState, ClientIdentity, State, authenticated_client
 from api.problems import ApiProblem
 from api.schemas import (
@@ -42,7 +45,32 @@ from store.views import opens_checkout, order_public, reservation_public
 from workflows import search_attributes
 from workflows.order import OrderWorkflow
 
+
+class _OrderCreationRoute(APIRoute):
+    """`POST /v1/orders`, whose 503 promises that no order was made, nor ever will be. A
+    database failure anywhere in the request (the client's signature, the Idempotency-Key's
+    order, the verdict after the saga) cannot promise it: an earlier request with the same key,
+    or this one's saga, may have made the order. It answers 504 instead of the database's usual
+    "nothing was changed" 503, which would send the client to make a second one."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handle = super().get_route_handler()
+
+        async def handle_outage(request: Request) -> Response:
+            try:
+                return await handle(request)
+            except OperationalError as failure:
+                raise ApiProblem(
+                    504,
+                    "the database is unavailable, so whether the order was made is not known: "
+                    "send the same request again, with the same Idempotency-Key",
+                ) from failure
+
+        return handle_outage
+
+
 router = APIRouter(prefix="/v1", tags=["orders"])
+_creation = APIRouter(route_class=_OrderCreationRoute)
 
 # 192 bits: a checkout page's token cannot be guessed, even knowing the order id.
 CHECKOUT_TOKEN_BYTES = 24
@@ -58,7 +86,7 @@ ERRORS: dict[int | str, dict[str, object]] = {
 }
 
 
-@router.post(
+@_creation.post(
     "/orders",
     status_code=201,
     response_model=OrderPublic,
@@ -73,6 +101,10 @@ ERRORS: dict[int | str, dict[str, object]] = {
             "description": "Invalid request, a gateway not offered, or Idempotency-Key reused",
         },
         503: {"model": Problem, "description": "The gateway or Temporal is unavailable"},
+        504: {
+            "model": Problem,
+            "description": "Whether the order was made is not known: send the same request again",
+        },
     },
 )
 async def create_order(
@@ -87,7 +119,9 @@ async def create_order(
     that is not offered here is 422, naming those that are. The amount is days × the price
     per day. If `expected_amount` (what the client's page showed) differs, nothing is created
     and 409 gives the current amount. A new order supersedes the reservation's older pending
-    ones. A 503 means that no order was made, nor ever will be.
+    ones. A 503 means that no order was made, nor ever will be; a 504, that the database fell
+    away after the order's saga began, so that nobody can say yet: the same request again, with
+    the same Idempotency-Key, answers the order or that none was made.
     """
     settings = state.settings
     gateway = body.gateway or settings.default_gateway
@@ -121,7 +155,6 @@ async def create_order(
             else OrderKind.BOOKING
         )
 
-    await refuse_failing_gateway(state.engine, gateway)
     request = OrderRequest(
         order_id=order_id,
         reservation_id=body.reservation_id,
@@ -159,7 +192,9 @@ async def create_order(
         ),
         static_details=f"order {order_id} through {gateway}",
     )
-    problem = await _until_payable(state, start)
+    # Refused by the breaker, or not made by the saga, the verdict below decides all the same:
+    # a request with the same Idempotency-Key may be making the order at another API just now.
+    problem = await failing_gateway(state.engine, gateway) or await _until_payable(state, start)
     with transaction(state.engine) as session:
         # Unless the saga answered with the QR code, one verdict shared with the saga says
         # whether the order was made: giving it up here means it never will be, however late
@@ -171,6 +206,9 @@ async def create_order(
             if order is not None:
                 return _replay(session, order, fingerprint, state)
     raise problem or _not_created()
+
+
+router.include_router(_creation)
 
 
 async def _until_payable(

@@ -1,1 +1,1 @@
-"""Benchmarks that print figures; run with `make bench`."""
+"""Benchmarks that print figures (`make bench`), and the chaos drill (`make chaos`)."""

@@ -1,130 +1,150 @@
-"""How fast the whole system takes orders, settles payments and acknowledges callbacks.
+"""The whole system's load, as the business's app, its buyers and the gateways make it.
 
-Starts the same processes as the full-stack tests (Temporal dev server, sandbox, two workers,
-API processes) and prints: order creation latency (POST until the QR code exists), time from
-the buyer paying to the order reading `paid`, callback acknowledgement rate for a repeated
-notification, and the resident memory of each process.
-
-    python -m benchmarks.order_flow [--orders 100] [--concurrency 10] [--callbacks 500]
+Orders go from `POST /v1/orders` through the buyer paying at the sandbox to the order reading
+`paid`. Callbacks are genuine payment notifications of trades the buyers paid, each delivered
+twice (the duplicate as a gateway's retry is: the same payment, signed anew), over both
+gateways' doors.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import statistics
-import tempfile
+import random
 import time
-from collections.abc import Awaitable, Callable
-from pathlib import Path
+from collections.abc import Awaitable, Sequence
+from functools import partial
+from itertools import cycle
 
 import httpx
 
-from core.settings import SANDBOX_APP_ID
-from gateways.alipay_signing import NOTIFICATION_UNSIGNED, load_private_key, sign, signing_string
-from tests.system import API_KEY, System, running_system
+from benchmarks.measure import Timed, pipelined
+from core.vocabulary import Gateway
+from stack.notifications import Callback, paid_trade_notification
+from stack.system import System
+
+# How often the business's app looks whether its buyer's order is paid (what the checkout
+# page does by its events stream is once a second); each look is a GET the APIs serve.
+POLL_SECONDS = 0.25
 
 
-async def timed_batch(
-    count: int, concurrency: int, step: Callable[[int], Awaitable[None]]
-) -> tuple[list[float], float]:
-    """Latencies of `count` calls of `step`, `concurrency` at a time, and the wall time."""
-    gate = asyncio.Semaphore(concurrency)
-    latencies: list[float] = []
+async def paid_orders(
+    http: httpx.AsyncClient, system: System, count: int, concurrency: int, *, label: str
+) -> Timed:
+    """`count` orders, `concurrency` always in flight, each created, paid by its buyer, and
+    awaited until it reads `paid`; each one's time to its QR code (POST answered), and the wall
+    time."""
+    gateways = cycle(Gateway)
 
-    async def one(n: int) -> None:
-        async with gate:
-            started = time.perf_counter()
-            await step(n)
-            latencies.append(time.perf_counter() - started)
+    async def one(n: int) -> float:
+        api = system.api_urls[n % len(system.api_urls)]
+        started = time.perf_counter()
+        order_id = await create(http, api, f"{label}-{n}", next(gateways))
+        created = time.perf_counter() - started
+        await answered(http.post(f"{system.sandbox_url}/sandbox/trades/{order_id}/pay"))
+        while (await answered(http.get(f"{api}/v1/orders/{order_id}"))).json()["status"] != "paid":
+            await asyncio.sleep(POLL_SECONDS)
+        return created
 
-    started = time.perf_counter()
-    await asyncio.gather(*(one(n) for n in range(count)))
-    return latencies, time.perf_counter() - started
+    return await pipelined(count, concurrency, one)
 
 
-def report(name: str, latencies: list[float], wall: float) -> None:
-    ms = sorted(1000 * latency for latency in latencies)
-    p95, p99 = ms[int(0.95 * (len(ms) - 1))], ms[int(0.99 * (len(ms) - 1))]
-    print(
-        f"{name:<34} n={len(ms):<5} {len(ms) / wall:7.1f}/s   p50 {statistics.median(ms):7.1f} ms"
-        f"   p95 {p95:7.1f} ms   p99 {p99:7.1f} ms"
+async def create(http: httpx.AsyncClient, api: str, reservation: str, gateway: Gateway) -> str:
+    body = {"reservation_id": reservation, "days": 1, "gateway": gateway}
+    order_id: str = (await answered(http.post(f"{api}/v1/orders", json=body))).json()["order_id"]
+    return order_id
+
+
+async def trades_paid_unnotified(
+    http: httpx.AsyncClient, system: System, count: int, concurrency: int, *, label: str
+) -> list[dict[str, str]]:
+    """`count` orders (the gateways in turn), paid by their buyers while the sandbox loses
+    every notification: their sagas wait for the callbacks the benchmark delivers. The
+    sandbox's view of each trade."""
+    await answered(
+        http.put(f"{system.sandbox_url}/sandbox/faults", json={"drop_notifications": count})
     )
+    trades: list[dict[str, str]] = []
+
+    async def one(n: int) -> float:
+        api = system.api_urls[n % len(system.api_urls)]
+        order_id = await create(http, api, f"{label}-{n}", list(Gateway)[n % len(Gateway)])
+        await answered(http.post(f"{system.sandbox_url}/sandbox/trades/{order_id}/pay"))
+        trades.append(
+            (await answered(http.get(f"{system.sandbox_url}/sandbox/trades/{order_id}"))).json()
+        )
+        return 0.0
+
+    await pipelined(count, concurrency, one)
+    await answered(http.delete(f"{system.sandbox_url}/sandbox/faults"))
+    return trades
 
 
-async def run(system: System, orders: int, concurrency: int, callbacks: int) -> None:
-    async with httpx.AsyncClient(
-        headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60
-    ) as http:
-        created: list[str] = []
+def notifications_with_duplicates(
+    system: System, trades: Sequence[dict[str, str]], *, seed: int
+) -> list[tuple[Gateway, Callback]]:
+    """Each trade's payment notification and a retry of it, signed now (WeChat Pay's
+    signatures are only good for minutes), shuffled so that a duplicate may race its first."""
+    notifications = [
+        (
+            Gateway(trade["gateway"]),
+            paid_trade_notification(system.keys_dir, Gateway(trade["gateway"]), trade),
+        )
+        for trade in trades
+        for _ in range(2)
+    ]
+    random.Random(seed).shuffle(notifications)
+    return notifications
 
-        async def create(n: int) -> None:
-            url = system.api_urls[n % 2]
-            body = {"reservation_id": f"bench-{n}", "days": 1}
-            response = await http.post(f"{url}/v1/orders", json=body)
-            response.raise_for_status()
-            created.append(response.json()["order_id"])
 
-        report("create order (QR code ready)", *await timed_batch(orders, concurrency, create))
-
-        async def pay_and_settle(n: int) -> None:
-            order_id = created[n]
-            (
-                await http.post(f"{system.sandbox_url}/sandbox/trades/{order_id}/pay")
-            ).raise_for_status()
-            while (await http.get(f"{system.api_urls[0]}/v1/orders/{order_id}")).json()[
-                "status"
-            ] != "paid":
-                await asyncio.sleep(0.02)
-
-        report(
-            "buyer pays -> order reads paid",
-            *await timed_batch(orders, concurrency, pay_and_settle),
+async def delivered(
+    doors: Sequence[str], notifications: Sequence[tuple[Gateway, Callback]], concurrency: int
+) -> Timed:
+    """Deliver every notification to the doors in turn, `concurrency` at a time; each must be
+    acknowledged (a 2xx), as the gateway requires before it stops sending. A gateway has its
+    own connections: none left idle by earlier phases, which a server may have closed."""
+    async with httpx.AsyncClient(timeout=60) as http:
+        return await pipelined(
+            len(notifications), concurrency, partial(_deliver, http, doors, notifications)
         )
 
-        order_id = created[0]
-        trade = (await http.get(f"{system.sandbox_url}/sandbox/trades/{order_id}")).json()
-        key = load_private_key(system.keys_dir / "sandbox_private.pem")
-        params = {
-            "notify_type": "trade_status_sync",
-            "notify_id": "bench-repeat",
-            "notify_time": "2026-11-23 20:00:00",
-            "app_id": SANDBOX_APP_ID,
-            "charset": "utf-8",
-            "version": "1.0",
-            "sign_type": "RSA2",
-            "out_trade_no": order_id,
-            "trade_no": trade["trade_no"],
-            "trade_status": "TRADE_SUCCESS",
-            "total_amount": trade["total_amount"],
-        }
-        params["sign"] = sign(signing_string(params, unsigned=NOTIFICATION_UNSIGNED), key)
 
-        async def callback(n: int) -> None:
-            url = system.api_urls[n % 2]
-            response = await http.post(f"{url}/v1/callbacks/alipay", data=params)
-            assert response.text == "success", response.text
-
-        report("repeated notification acknowledged", *await timed_batch(callbacks, 16, callback))
-
-    print("\nresident memory:")
-    for name, process in system.supervisor.children.items():
-        status = Path(f"/proc/{process.pid}/status").read_text()
-        rss = next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))
-        print(f"  {name:<10} {int(rss) / 1024:7.1f} MiB")
+async def _deliver(
+    http: httpx.AsyncClient,
+    doors: Sequence[str],
+    notifications: Sequence[tuple[Gateway, Callback]],
+    n: int,
+) -> float:
+    gateway, callback = notifications[n]
+    started = time.perf_counter()
+    await answered(
+        http.post(
+            f"{doors[n % len(doors)]}/v1/callbacks/{gateway}",
+            content=callback.body,
+            headers=callback.headers,
+        )
+    )
+    return time.perf_counter() - started
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--orders", type=int, default=100)
-    parser.add_argument("--concurrency", type=int, default=10)
-    parser.add_argument("--callbacks", type=int, default=500)
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as home:
-        url = f"sqlite:///{home}/paysaga.db"
-        with running_system(Path(home), url) as system:
-            asyncio.run(run(system, args.orders, args.concurrency, args.callbacks))
+async def all_paid(
+    http: httpx.AsyncClient, system: System, order_ids: Sequence[str], *, seconds: float = 300
+) -> None:
+    """Every one of these orders reads `paid` within `seconds`, or the run fails."""
+    deadline = time.monotonic() + seconds
+    for order_id in order_ids:
+        url = f"{system.api_urls[0]}/v1/orders/{order_id}"
+        while (status := (await answered(http.get(url))).json()["status"]) != "paid":
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"order {order_id} reads {status}, not paid")
+            await asyncio.sleep(POLL_SECONDS)
 
 
-if __name__ == "__main__":
-    main()
+async def answered(request: Awaitable[httpx.Response]) -> httpx.Response:
+    """The response, which must be a success: a benchmark that counts failures as work done
+    measures nothing."""
+    response = await request
+    if not response.is_success:
+        raise RuntimeError(
+            f"{response.request.url} answered {response.status_code}: {response.text}"
+        )
+    return response

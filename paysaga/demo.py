@@ -25,7 +25,7 @@ from __future__ import annotations
 import secrets
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -77,6 +77,7 @@ class ApiPayment(_Wire):
 
 class ApiRefund(_Wire):
     refund_no: str
+    trade_no: str
     amount: Decimal
     status: str
 
@@ -550,8 +551,15 @@ def check_money(demo: Demo) -> list[MoneyRow]:
 
 def _money_of(client: DemoClient, reservation_id: str, ledger: dict[str, GatewayTrade]) -> MoneyRow:
     order_ids = [order.order_id for order in client.reservation(reservation_id).orders]
-    orders = [client.order(order_id) for order_id in order_ids]
-    trades = [ledger[order_id] for order_id in order_ids if order_id in ledger]
+    return money_row(reservation_id, [client.order(order_id) for order_id in order_ids], ledger)
+
+
+def money_row(
+    reservation_id: str, orders: Sequence[ApiOrder], ledger: Mapping[str, GatewayTrade]
+) -> MoneyRow:
+    """A reservation's money, from all its orders as the API shows them and from the gateway's
+    ledger (its paid trades by out_trade_no)."""
+    trades = [ledger[order.order_id] for order in orders if order.order_id in ledger]
     return MoneyRow(
         reservation_id=reservation_id,
         paid_in=sum((p.amount for o in orders for p in o.payments), ZERO),

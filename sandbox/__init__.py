@@ -9,8 +9,9 @@ gateway's side, so a mistake our client makes is not made in step by the sandbox
 - `sandbox.wechatpay`: `/v3/pay/transactions/…`, `/v3/refund/domestic/refunds…`; code_urls at
   `/wxpay/bizpayurl?pr=…`.
 - Shared by both: the buyer's JSON routes (`/sandbox/trades/{out_trade_no}/scan|pay|finish`),
-  inspection (`/sandbox/trades`, `/sandbox/ledger`), one fault switch (`/sandbox/faults`) and
-  the notifier that resends on each gateway's schedule.
+  inspection (`/sandbox/trades`, `/sandbox/ledger`), one fault switch (`/sandbox/faults`, and
+  what it fired: `/sandbox/faults/fired`) and the notifier that resends on each gateway's
+  schedule.
 """
 
 from sandbox.app import create_app, serve

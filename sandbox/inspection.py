@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException
 
-from sandbox.faults import Faults
+from sandbox.faults import Faults, FaultsFired
 from sandbox.refusal import NoSuchTrade
 from sandbox.state import SandboxDep
 from sandbox.views import Ledger, TradeView, ledger, trade_view
@@ -40,6 +40,11 @@ async def get_ledger(sandbox: SandboxDep) -> Ledger:
 @router.get("/faults")
 async def get_faults(sandbox: SandboxDep) -> Faults:
     return sandbox.faults.current
+
+
+@router.get("/faults/fired")
+async def get_faults_fired(sandbox: SandboxDep) -> FaultsFired:
+    return sandbox.faults.fired()
 
 
 @router.put("/faults")

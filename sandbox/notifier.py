@@ -79,13 +79,13 @@ class Notifier:
         """Start delivering in the background; `attempt` makes each attempt's request."""
         delivery = Delivery(notify_id=notify_id, out_trade_no=out_trade_no, kind=kind)
         self._log[out_trade_no].append(delivery)
-        if self._faults.take_dropped_notification():
+        copies = self._faults.take_notification_copies()
+        if copies == 0:
             delivery.lost = True
             return delivery
-        faults = self._faults.current
         pauses = [seconds * self._retry_scale for seconds in rules.schedule]
-        pauses[0] += faults.notification_delay_seconds
-        for _ in range(faults.duplicate_notifications):
+        pauses[0] += self._faults.current.notification_delay_seconds
+        for _ in range(copies):
             self._tasks.start(self._deliver(delivery, url, rules, attempt, pauses))
         return delivery
 

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlmodel import Session, col, delete
+from sqlalchemy import tuple_
+from sqlmodel import Session, col, delete, select
 
 from store.models import SeenNonce
 from store.rows import insert_ignoring_conflict
 
 NONCE_CHARS = 64
+# At most this many expired nonces are forgotten per sighting, so a sighting stays short; more
+# than one per sighting, so the table still shrinks to a window's worth.
+PURGE_BATCH = 100
 
 
 def first_sighting(
@@ -18,11 +22,17 @@ def first_sighting(
 ) -> bool:
     """Remember `nonce` in `scope`; False if it was seen within `window` already (a replay)."""
     # Nonces older than the window can no longer pass the timestamp check: forget them, so
-    # the table holds only a window's worth of requests.
+    # the table holds only a window's worth of requests. Each sighting takes expired rows no
+    # other holds: purging the same rows, concurrent callbacks of unrelated orders would wait
+    # on each other's commits (PostgreSQL; SQLite has one writer anyway).
+    expired = (
+        select(SeenNonce.scope, SeenNonce.nonce)
+        .where(col(SeenNonce.scope) == scope, col(SeenNonce.seen_at) < now - window)
+        .limit(PURGE_BATCH)
+        .with_for_update(skip_locked=True)
+    )
     session.exec(
-        delete(SeenNonce).where(
-            col(SeenNonce.scope) == scope, col(SeenNonce.seen_at) < now - window
-        )
+        delete(SeenNonce).where(tuple_(col(SeenNonce.scope), col(SeenNonce.nonce)).in_(expired))
     )
     return insert_ignoring_conflict(
         session,

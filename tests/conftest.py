@@ -9,9 +9,10 @@ import pytest
 from sqlalchemy.engine import Engine
 from temporalio.testing import WorkflowEnvironment
 
+from stack.system import API_KEY, System, running_system
 from tests.databases import database, database_url
 from tests.rig import Rig, Sandbox, running_worker
-from tests.system import API_KEY, DATABASE_KIND, Shop, System, running_system
+from tests.system import DATABASE_KIND, Shop
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -1,42 +1,27 @@
-"""Real databases for tests: a SQLite file, and a fresh schema on the local PostgreSQL."""
+"""Real databases for tests: a SQLite file, and a fresh schema on the local PostgreSQL
+(`PAYSAGA_TEST_POSTGRES_URL` names another)."""
 
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
-from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
+from stack.databases import LOCAL_POSTGRES_URL, own_database_url
 from store.db import create_db_engine
 from store.schema import FIRST_REVISION, upgrade
 
 # What the checkout pages' URLs, in the events of orders, begin with.
 PUBLIC_BASE_URL = "https://pay.example.com"
-POSTGRES_URL = os.environ.get(
-    "PAYSAGA_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
+POSTGRES_URL = os.environ.get("PAYSAGA_TEST_POSTGRES_URL", LOCAL_POSTGRES_URL)
 
 
-@contextmanager
-def database_url(kind: str, tmp_path: Path) -> Iterator[str]:
+def database_url(kind: str, tmp_path: Path) -> AbstractContextManager[str]:
     """A URL to an empty paysaga database of this kind, dropped afterwards."""
-    if kind == "sqlite":
-        yield f"sqlite:///{tmp_path / 'paysaga.db'}"
-        return
-    schema = "paysaga_test_" + uuid.uuid4().hex[:12]
-    admin = create_db_engine(POSTGRES_URL)
-    with admin.begin() as connection:
-        connection.execute(text(f"CREATE SCHEMA {schema}"))
-    try:
-        yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
+    return own_database_url(kind, tmp_path, purpose="test", postgres_url=POSTGRES_URL)
 
 
 @contextmanager

@@ -25,8 +25,9 @@ from fastapi.responses import PlainTextResponse
 from core.settings import Settings
 from paysaga.dev import ensure_dev_keys
 from sandbox.app import create_app
+from stack.ports import free_port
 from tests.rig import sandbox_settings
-from tests.servers import free_port, serving
+from tests.servers import serving
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,10 @@ from paysaga.temporal_server import installed_binary, register_search_attributes
 from paysaga.worker import build_worker
 from sandbox.app import create_app as create_sandbox_app
 from sandbox.settings import SandboxSettings
+from stack.ports import free_port
 from store.db import create_db_engine
 from store.schema import upgrade
-from tests.servers import free_port, serving
+from tests.servers import serving
 
 
 def sandbox_settings(keys: Path, port: int) -> SandboxSettings:
@@ -128,13 +129,17 @@ async def time_skipping_server() -> AsyncIterator[WorkflowEnvironment]:
 
 
 @asynccontextmanager
-async def running_worker(client: Client, tmp_path: Path, task_queue: str) -> AsyncIterator[Rig]:
+async def running_worker(
+    client: Client, tmp_path: Path, task_queue: str, *, database_url: str | None = None
+) -> AsyncIterator[Rig]:
+    """A worker and the sandbox; on a SQLite file in `tmp_path` unless `database_url` says."""
     keys = tmp_path / "keys"
     ensure_dev_keys(keys)
     port = free_port()
     async with serving(create_sandbox_app(sandbox_settings(keys, port)), port) as sandbox_url:
         settings = Settings(
             home=tmp_path,
+            database_url=database_url,
             sandbox_url=sandbox_url,
             # Nobody listens there: these tests hand payments to the saga themselves.
             public_base_url=f"http://127.0.0.1:{free_port()}",

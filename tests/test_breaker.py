@@ -17,8 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy.engine import Engine
 
 from api.app import create_app
-from api.breakers import OpenBreakers, refuse_failing_gateway
-from api.problems import ApiProblem
+from api.breakers import OpenBreakers, failing_gateway
 from core.settings import SANDBOX_APP_ID, Settings
 from core.vocabulary import Gateway
 from gateways.alipay import AlipayClient, AlipayConfig, AlipayGateway
@@ -30,10 +29,11 @@ from gateways.registry import payment_gateways
 from paysaga.dev import ensure_dev_keys
 from paysaga.worker import GatewayBreakers
 from sandbox.app import create_app as create_sandbox_app
+from stack.ports import free_port
 from store import breakers
 from store.db import transaction
 from tests.rig import Sandbox, sandbox_settings
-from tests.servers import free_port, serving
+from tests.servers import serving
 
 # Each gateway's query, as the sandbox's fault switch names it.
 QUERY_METHOD = {Gateway.ALIPAY: "alipay.trade.query", Gateway.WECHATPAY: "wechatpay.query"}
@@ -255,11 +255,10 @@ async def test_a_worker_records_the_opening_and_the_probe_that_closes_it(
     await eventually(lambda: Gateway.WECHATPAY in recorded(engine))
     is_open, reason = recorded(engine)[Gateway.WECHATPAY]
     assert is_open and reason is not None and "10 of its last 10 calls failed" in reason
-    with pytest.raises(ApiProblem) as refused:
-        await refuse_failing_gateway(engine, Gateway.WECHATPAY)
-    assert refused.value.status_code == 503
-    assert refused.value.detail.startswith(f"wechatpay is failing: {reason}; no order was created")
-    await refuse_failing_gateway(engine, Gateway.ALIPAY)
+    refused = await failing_gateway(engine, Gateway.WECHATPAY)
+    assert refused is not None and refused.status_code == 503
+    assert refused.detail.startswith(f"wechatpay is failing: {reason}; no order was created")
+    assert await failing_gateway(engine, Gateway.ALIPAY) is None
 
     # Probes keep failing while the sandbox does; once it answers, one gets through.
     await asyncio.sleep(0.3)

@@ -44,11 +44,12 @@ from core.vocabulary import Gateway
 from gateways import wechatpay_signing
 from gateways.alipay_signing import load_private_key
 from paysaga.dev import ensure_dev_keys
+from stack.notifications import Callback, alipay_callback, wechatpay_callback
+from stack.ports import free_port
 from store.db import transaction
 from store.models import CallbackAttempt, CallbackRefusal, Order, Payment, Refund
-from tests.notifications import Callback, alipay_callback, wechatpay_callback
 from tests.orders import claim
-from tests.servers import free_port, serving
+from tests.servers import serving
 
 CLIENT_KEY = "psk_test_door_client_one"
 SIGNING_KEY = "psk_test_door_must_sign"

@@ -27,10 +27,11 @@ from core.contracts import ClaimRequest, OperatorAction, OrderEnding, PaymentNot
 from core.settings import Settings
 from core.vocabulary import Gateway, OrderStatus, PaymentTiming
 from paysaga.dev import ensure_dev_keys
+from stack.ports import free_port
 from store import orders
 from store.db import transaction
 from tests.orders import DAY_CENTS, claim, order_request
-from tests.servers import free_port, serving
+from tests.servers import serving
 
 SVG = "{http://www.w3.org/2000/svg}"
 ALIPAY_CODE = "http://127.0.0.1:8300/qr/ord_page"

@@ -35,8 +35,9 @@ from playwright.async_api import (
 )
 
 from core.vocabulary import Gateway
+from stack.ports import free_port
 from tests.browser import chromium, emptied, screenshot, screenshots
-from tests.servers import free_port, serving
+from tests.servers import serving
 from tests.system import Shop
 
 pytestmark = pytest.mark.slow

@@ -22,9 +22,9 @@ from typer.testing import CliRunner
 from paysaga.cli import app
 from paysaga.dev import Supervisor, wait_for_port
 from paysaga.temporal_server import installed_binary
+from stack.ports import free_port
 from store.schema import FIRST_REVISION, current_revision, head_revision
 from tests.databases import made_before_migrations
-from tests.servers import free_port
 from workflows import search_attributes
 
 runner = CliRunner()

@@ -36,11 +36,12 @@ from core.temporal import data_converter, payload_codec
 from core.vocabulary import Gateway, OrderStatus, order_workflow_id
 from paysaga.temporal_server import installed_binary, register_search_attributes
 from paysaga.worker import WORKFLOWS
+from stack.ports import free_port
 from store import orders
 from store.db import transaction
 from tests.history_paths import payloads_in
 from tests.rig import running_worker
-from tests.servers import free_port, serving
+from tests.servers import serving
 from tests.test_replay import recorded
 from workflows.order import OrderWorkflow
 

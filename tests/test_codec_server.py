@@ -35,7 +35,8 @@ from core.temporal import payload_codec
 from core.vocabulary import Gateway
 from paysaga.dev import Supervisor, ensure_dev_keys, wait_for_port
 from paysaga.temporal_server import dev_server_command
-from tests.servers import free_port, serving
+from stack.ports import free_port
+from tests.servers import serving
 
 CLIENT_KEY = "psk_test_" + "0123456789abcdef" * 2
 ADMIN_KEY = "pak_test_" + "fedcba9876543210" * 2

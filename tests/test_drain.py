@@ -30,12 +30,13 @@ from gateways.alipay_signing import load_private_key
 from paysaga.dev import Supervisor, ensure_dev_keys, port_in_use, prepare_database, wait_for_port
 from paysaga.temporal_server import dev_server_command
 from sandbox.app import create_app as create_sandbox_app
+from stack.notifications import alipay_callback
+from stack.ports import free_port
 from store.db import create_db_engine, transaction
 from store.models import CallbackAttempt
-from tests.notifications import alipay_callback
 from tests.orders import claim
 from tests.rig import sandbox_settings
-from tests.servers import free_port, serving
+from tests.servers import serving
 from workflows.order import OrderWorkflow
 
 API_KEY = "psk_test_drain_client"

@@ -44,13 +44,20 @@ from gateways.alipay_signing import (
 )
 from paysaga.temporal_server import installed_binary
 from paysaga.worker import WORKFLOWS
+from stack.notifications import (
+    Callback,
+    alipay_callback,
+    paid_trade_notification,
+    wechatpay_callback,
+)
+from stack.ports import free_port
+from stack.system import ADMIN_KEY, API_KEY, TASK_QUEUE, System
 from store.db import create_db_engine, transaction
 from store.models import CallbackAttempt, CallbackRefusal
 from tests.history_paths import all_histories, record_distinct_paths
-from tests.notifications import Callback, alipay_callback, wechatpay_callback
 from tests.rig import Sandbox
-from tests.servers import free_port, serving
-from tests.system import ADMIN_KEY, API_KEY, DATABASE_KIND, TASK_QUEUE, Shop, System
+from tests.servers import serving
+from tests.system import DATABASE_KIND, Shop
 from tests.test_callback_door import signed
 from tests.webhook_receiver import Receiver
 from workflows.reconcile import ReconcileWorkflow
@@ -324,44 +331,6 @@ def alipay_form(key: rsa.RSAPrivateKey, **fields: str) -> dict[str, str]:
     return dict(parse_qsl(alipay_callback(key, **fields).body.decode()))
 
 
-def gateway_notification(
-    system: System, gateway: Gateway, trade: dict[str, Any], **changes: Any
-) -> Callback:
-    """The payment notification of a paid sandbox trade, as its gateway signs it, with
-    `changes` made to its fields (Alipay) or to its resource (WeChat Pay)."""
-    keys = system.keys_dir
-    if gateway is Gateway.ALIPAY:
-        return alipay_callback(
-            load_private_key(keys / "sandbox_private.pem"),
-            **{
-                "out_trade_no": trade["out_trade_no"],
-                "trade_no": trade["trade_no"],
-                "total_amount": trade["total_amount"],
-                **changes,
-            },
-        )
-    cents = int(Decimal(trade["total_amount"]) * 100)
-    resource = {
-        "appid": SANDBOX_WECHATPAY_APPID,
-        "mchid": SANDBOX_WECHATPAY_MCHID,
-        "out_trade_no": trade["out_trade_no"],
-        "transaction_id": trade["trade_no"],
-        "trade_type": "NATIVE",
-        "trade_state": "SUCCESS",
-        "trade_state_desc": "支付成功",
-        "success_time": "2026-11-23T20:00:00+08:00",
-        "payer": {"openid": "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"},
-        "amount": {"total": cents, "payer_total": cents, "currency": "CNY"},
-        **changes,
-    }
-    return wechatpay_callback(
-        load_private_key(keys / "wechatpay_platform_private.pem"),
-        key_id=SANDBOX_WECHATPAY_PUBLIC_KEY_ID,
-        apiv3_key=(keys / "wechatpay_apiv3.key").read_bytes().strip(),
-        resource=resource,
-    )
-
-
 async def lost_notification(
     shop: Shop, sandbox: Sandbox, system: System, gateway: Gateway, **changes: Any
 ) -> tuple[dict[str, Any], Callback]:
@@ -370,7 +339,7 @@ async def lost_notification(
     order = await shop.order(reservation(), gateway=gateway)
     await sandbox.faults(drop_notifications=1)
     trade = await sandbox.pay(order["order_id"])
-    return order, gateway_notification(system, gateway, trade, **changes)
+    return order, paid_trade_notification(system.keys_dir, gateway, trade, **changes)
 
 
 async def test_forged_and_malformed_callbacks_change_nothing(shop: Shop, system: System) -> None:
@@ -484,8 +453,8 @@ async def test_forged_replayed_and_malformed_wechatpay_callbacks_change_nothing(
         ),
         (
             "unknown order",
-            gateway_notification(
-                system, Gateway.WECHATPAY, {**trade, "out_trade_no": "ord_nobody"}
+            paid_trade_notification(
+                system.keys_dir, Gateway.WECHATPAY, {**trade, "out_trade_no": "ord_nobody"}
             ),
             404,
             "ord_nobody",
@@ -680,7 +649,7 @@ async def test_without_temporal_nothing_is_made_and_no_payment_is_lost(
     # can reach Temporal.
     trade = await sandbox.trade(order["order_id"])
     callback = await shop.notify(
-        system.api_urls[1], gateway, gateway_notification(system, gateway, trade)
+        system.api_urls[1], gateway, paid_trade_notification(system.keys_dir, gateway, trade)
     )
     assert callback.status_code in (200, 204) and callback.text in ("success", "")
     await shop.settled(order["order_id"], "paid")
@@ -835,7 +804,7 @@ async def test_payments_nobody_handed_on_are_settled_by_reconciliation(
     await shop.until(ended["order_id"], lambda order: order["status"] == "expired")
     await sandbox.faults(accept_expired_qr=True, drop_notifications=1)
     late_trade = await sandbox.pay(ended["order_id"])
-    ended_notice = gateway_notification(system, Gateway.ALIPAY, late_trade)
+    ended_notice = paid_trade_notification(system.keys_dir, Gateway.ALIPAY, late_trade)
     # Recorded, but never handed on, and the gateway gives up: only reconciliation is left.
     async with api_without_temporal(system) as cut_off:
         for gateway, notice in (

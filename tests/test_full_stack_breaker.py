@@ -18,15 +18,17 @@ import httpx
 import pytest
 
 from core.vocabulary import Gateway
+from stack.system import API_KEY, System, running_system
 from tests.databases import database_url
 from tests.rig import Sandbox
-from tests.system import API_KEY, System, running_system
 
 pytestmark = pytest.mark.slow
 DATABASE_KIND = os.environ.get("PAYSAGA_TEST_DATABASE", "sqlite")
 # tests/system.py gives each order 3 s to get its QR code: a refusal by the breaker must come
 # well before that.
 FAST_SECONDS = 1.0
+# How often a worker asks a gateway whose breaker is open (the default setting).
+PROBE_SECONDS = 5
 # Enough orders at once that a worker sees the breaker's minimum of calls within its window.
 BATCH = 10
 
@@ -115,9 +117,15 @@ async def test_a_failing_gateway_fails_fast_until_a_probe_gets_through(
             await asyncio.sleep(0.2)
         closed = (await readiness(http, apis[1]))["gateways"]["wechatpay"]
         assert closed["breaker"] == "closed" and closed["reason"] == "a call got through"
-        await asyncio.sleep(1)  # the APIs' cached reading
+        # The first probe through closes the recorded breaker; each worker's own breaker
+        # closes at its own probe, within one probe interval, and each API holds its reading
+        # for up to a second: until then an order may still be refused.
         for api_url in apis:
+            deadline = time.monotonic() + PROBE_SECONDS + 2
             response = await create(http, api_url, Gateway.WECHATPAY)
+            while response.status_code == 503 and time.monotonic() < deadline:
+                await asyncio.sleep(0.5)
+                response = await create(http, api_url, Gateway.WECHATPAY)
             assert response.status_code == 201, response.text
             assert response.json()["gateway"] == "wechatpay"
     finally:

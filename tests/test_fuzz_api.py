@@ -26,10 +26,11 @@ from temporalio.testing import WorkflowEnvironment
 from api.app import create_app
 from core.temporal import data_converter, payload_codec
 from paysaga.temporal_server import FAST_POLLING, installed_binary
+from stack.ports import free_port
 from tests.databases import database_url
 from tests.fuzzing import AUTHORIZATION, ODD_TEXT, api_settings, held_in_thread, report
 from tests.rig import running_worker
-from tests.servers import free_port, serving
+from tests.servers import serving
 from workflows import search_attributes
 
 pytestmark = pytest.mark.slow
@@ -123,13 +124,10 @@ async def api_on_temporal(home: Path, database: str) -> AsyncIterator[str]:
             ],
         )
         await stack.enter_async_context(env)
-        with pytest.MonkeyPatch.context() as environment:
-            # The rig's worker reads its database from the environment, as `paysaga worker`
-            # does: so it works on the database under test, not a SQLite file of its own.
-            environment.setenv("PAYSAGA_DATABASE_URL", database)
-            rig = await stack.enter_async_context(
-                running_worker(env.client, home, f"fuzz-{uuid.uuid4()}")
-            )
+        # The rig's worker works on the database under test, not a SQLite file of its own.
+        rig = await stack.enter_async_context(
+            running_worker(env.client, home, f"fuzz-{uuid.uuid4()}", database_url=database)
+        )
         settings = api_settings(
             home,
             database,

@@ -44,14 +44,15 @@ from core.settings import (
 from core.vocabulary import Gateway
 from gateways.alipay_signing import load_private_key, load_public_key
 from paysaga.dev import ensure_dev_keys
+from stack.notifications import Callback, alipay_callback, wechatpay_callback
+from stack.ports import free_port
 from store.db import create_db_engine, transaction
 from store.models import CallbackAttempt, Order, Payment, Refund, Reservation
 from store.schema import upgrade
 from tests.databases import database_url
 from tests.fuzzing import ODD_TEXT, api_settings, report, texts
-from tests.notifications import Callback, alipay_callback, wechatpay_callback
 from tests.orders import claim
-from tests.servers import free_port, serving
+from tests.servers import serving
 
 pytestmark = pytest.mark.slow
 DATABASE_KIND = os.environ.get("PAYSAGA_TEST_DATABASE", "sqlite")

@@ -27,14 +27,15 @@ from core.vocabulary import Gateway, OrderStatus, late_payment_workflow_id
 from gateways.alipay_signing import load_private_key
 from paysaga.dev import ensure_dev_keys
 from paysaga.worker import worker_runtime
+from stack.notifications import alipay_callback
+from stack.ports import free_port
+from stack.tcp_proxy import TcpProxy
 from store import orders, reconciliation, stats
 from store.db import transaction
 from tests.databases import database
-from tests.notifications import alipay_callback
 from tests.orders import claim
 from tests.rig import running_worker, time_skipping_server
-from tests.servers import free_port, serving
-from tests.tcp_proxy import TcpProxy
+from tests.servers import serving
 from tests.test_order_workflow import start_order
 from workflows.order import OrderWorkflow
 

@@ -52,12 +52,15 @@ async def start_order(
     reservation: str = "room-1",
     gateway: Gateway = Gateway.ALIPAY,
     payment_timeout_seconds: int = 900,
+    **timing: int,
 ) -> WorkflowHandle[OrderWorkflow, OrderOutcome]:
+    """`timing`: more of the request's seconds (late_payment_horizon_seconds, …)."""
     request = order_request(
         order_id,
         reservation=reservation,
         gateway=gateway,
         payment_timeout_seconds=payment_timeout_seconds,
+        **timing,
     )
     handle = await env.client.start_workflow(
         OrderWorkflow.run, request, id=order_workflow_id(order_id), task_queue=rig.task_queue
@@ -217,6 +220,52 @@ async def test_an_operator_cancelling_the_saga_cancels_the_order(
         assert (await handle.result()).status == OrderStatus.CANCELLED
     assert order_status(rig, f"ord_operator_{gateway}") == OrderStatus.CANCELLED
     assert (await rig.sandbox.trade(f"ord_operator_{gateway}"))["status"] == CLOSED[gateway]
+
+
+async def test_a_late_payment_never_notified_is_found_once_the_trade_can_no_longer_be_paid(
+    env: WorkflowEnvironment, rig: Rig
+) -> None:
+    with env.auto_time_skipping_disabled():
+        handle = await start_order(
+            env,
+            rig,
+            "ord_unheard",
+            reservation="room-unheard",
+            late_payment_horizon_seconds=90000,
+            deadline_extension_seconds=3600,
+        )
+        assert await handle.execute_update(OrderWorkflow.cancel) == OrderStatus.CANCELLED
+        # Never scanned, the QR code is still payable after its close; every notification of
+        # the payment is lost.
+        await rig.sandbox.faults(drop_notifications=1)
+        paid = await rig.sandbox.pay("ord_unheard")
+    # Asked once the trade's expiry has passed, long before the horizon, the gateway tells.
+    assert (await handle.result()).status == OrderStatus.REFUNDED
+    refunds = (await rig.sandbox.trade("ord_unheard"))["refunds"]
+    assert [refund["out_request_no"] for refund in refunds] == [f"rf_{paid['trade_no']}"]
+    assert await rig.sandbox.net_captured(["ord_unheard"]) == Decimal(0)
+    assert order_status(rig, "ord_unheard") == OrderStatus.REFUNDED
+
+
+async def test_a_cancel_that_comes_while_an_overdue_order_is_checked_cancels_it(
+    env: WorkflowEnvironment, rig: Rig
+) -> None:
+    with env.auto_time_skipping_disabled():
+        # Past its deadline, the saga asks the gateway, which fails twice: the cancel comes
+        # while it asks.
+        await rig.sandbox.faults(fail_methods={"alipay.trade.query": 2})
+        handle = await start_order(
+            env, rig, "ord_overdue_cancel", reservation="room-overdue", payment_timeout_seconds=1
+        )
+        for _ in range(200):
+            if (await rig.sandbox.armed_faults())["fail_methods"]["alipay.trade.query"] < 2:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the saga never asked the gateway past the deadline")
+        cancelled = handle.execute_update(OrderWorkflow.cancel)
+        assert await asyncio.wait_for(cancelled, 30) == OrderStatus.CANCELLED
+    assert order_status(rig, "ord_overdue_cancel") == OrderStatus.CANCELLED
 
 
 async def test_gateway_failures_are_retried_and_a_refund_still_happens_once(

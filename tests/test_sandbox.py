@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -32,7 +32,8 @@ from gateways.alipay_signing import (
     verify,
 )
 from sandbox import SandboxSettings, create_app
-from tests.servers import free_port, serving
+from stack.ports import free_port
+from tests.servers import serving
 
 CHINA = timezone(timedelta(hours=8))
 SELLER_ID = "2088000000000042"
@@ -128,6 +129,10 @@ class Merchant:
         response = await self.http.put(f"{self.sandbox_url}/sandbox/faults", json=faults)
         response.raise_for_status()
 
+    async def fired(self) -> Counter[str]:
+        """What the faults did so far, flat: `failed alipay.trade.query`, `dropped`, ..."""
+        return flat_counts((await self.http.get(f"{self.sandbox_url}/sandbox/faults/fired")).json())
+
     def verified(self, fields: dict[str, str]) -> dict[str, str]:
         """A notification checked as Alipay tells merchants to check it."""
         message = signing_string(fields, unsigned=NOTIFICATION_UNSIGNED)
@@ -188,6 +193,16 @@ def inbox(receiver: tuple[Receiver, str]) -> Receiver:
 @pytest.fixture
 def order() -> str:
     return f"T{uuid.uuid4().hex}"
+
+
+def flat_counts(fired: dict[str, Any]) -> Counter[str]:
+    """`GET /sandbox/faults/fired` as one counter, which subtracts: what fired in between."""
+    counts: Counter[str] = Counter()
+    counts.update({f"calls {method}": n for method, n in fired["gateway_calls"].items()})
+    counts.update({f"failed {method}": n for method, n in fired["gateway_calls_failed"].items()})
+    counts.update(dropped=fired["notifications_dropped"])
+    counts.update(duplicated=fired["notifications_duplicated"])
+    return counts
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:
@@ -434,6 +449,65 @@ async def test_transient_failures(merchant: Merchant, order: str) -> None:
     )
     assert response.status_code == 503
     assert (await merchant.http.get(f"{merchant.sandbox_url}/sandbox/trades/{order}")).is_error
+
+
+async def test_a_fail_rate_fails_merchant_calls_at_random_as_its_seed_repeats(
+    merchant: Merchant, order: str
+) -> None:
+    query = {"out_trade_no": order}
+
+    async def failures(seed: int) -> list[bool]:
+        await merchant.faults(fail_rate=0.5, seed=seed)
+        nodes = [await merchant.call("alipay.trade.query", query) for _ in range(20)]
+        return [node["sub_code"] == "ACQ.SYSTEM_ERROR" for node in nodes]
+
+    before = await merchant.fired()
+    first = await failures(7)
+    assert 0 < sum(first) < 20
+    assert await failures(7) == first
+    other = await failures(8)
+    assert other != first
+    assert await merchant.fired() - before == Counter(
+        {"calls alipay.trade.query": 60, "failed alipay.trade.query": 2 * sum(first) + sum(other)}
+    )
+
+
+async def test_at_a_fail_rate_of_one_every_merchant_call_fails_and_the_buyer_still_pays(
+    merchant: Merchant, inbox: Receiver, order: str
+) -> None:
+    await merchant.precreate(order)
+    await merchant.faults(fail_rate=1, fail_mode="http_503")
+    before = await merchant.fired()
+    assert (await merchant.buyer("pay", order)).status_code == 200
+    assert merchant.verified(await inbox.next(order))["trade_status"] == "TRADE_SUCCESS"
+    params = sign_params(
+        merchant.params("alipay.trade.query", {"out_trade_no": order}), merchant.private_key
+    )
+    response = await merchant.http.post(f"{merchant.sandbox_url}/gateway.do", data=params)
+    assert response.status_code == 503
+    # Only the merchant's call counts: paying and notifying are not gateway calls.
+    assert await merchant.fired() - before == Counter(
+        {"calls alipay.trade.query": 1, "failed alipay.trade.query": 1}
+    )
+
+
+async def test_a_drop_rate_loses_notifications_and_the_sandbox_counts_what_it_did(
+    merchant: Merchant, inbox: Receiver, order: str
+) -> None:
+    await merchant.precreate(order)
+    before = await merchant.fired()
+    await merchant.faults(drop_rate=1)
+    await merchant.buyer("pay", order)
+    with pytest.raises(TimeoutError):
+        await inbox.next(order, timeout=0.5)
+    [lost] = (await merchant.trade(order))["notifications"]
+    assert lost["lost"] and lost["attempts"] == 0
+
+    await merchant.faults(duplicate_notifications=3)
+    await merchant.buyer("finish", order)
+    copies = [merchant.verified(await inbox.next(order)) for _ in range(3)]
+    assert {fields["trade_status"] for fields in copies} == {"TRADE_FINISHED"}
+    assert await merchant.fired() - before == Counter({"dropped": 1, "duplicated": 2})
 
 
 async def test_a_refund_can_take_effect_behind_a_system_error(

@@ -27,7 +27,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from fastapi import FastAPI, Request, Response
 
 from sandbox import SandboxSettings, create_app
-from tests.servers import free_port, serving
+from stack.ports import free_port
+from tests.servers import serving
 
 SCHEME = "WECHATPAY2-SHA256-RSA2048"
 # Not the sandbox's defaults: the merchant is whoever the settings say.
@@ -584,6 +585,33 @@ async def test_transient_failures_in_each_mode(merchant: Merchant, order: str) -
     )
     assert error(await merchant.close(order)) == (500, "SYSTEM_ERROR")
     assert (await merchant.query(order)).json()["trade_state"] == "CLOSED"
+
+
+async def test_a_fail_rate_fails_every_method_and_the_sandbox_counts_each(
+    merchant: Merchant, inbox: Receiver, order: str
+) -> None:
+    fired = f"{merchant.sandbox_url}/sandbox/faults/fired"
+    before = (await merchant.http.get(fired)).json()
+    await merchant.faults(fail_rate=1, drop_rate=1)
+    native = await merchant.call("POST", "/v3/pay/transactions/native", merchant.order(order))
+    assert error(native) == (500, "SYSTEM_ERROR")
+    assert error(await merchant.query(order)) == (500, "SYSTEM_ERROR")
+    assert error(await merchant.close(order)) == (500, "SYSTEM_ERROR")
+    await merchant.faults(drop_rate=1)
+    await merchant.native(order)
+    # The buyer's side never fails, and its payment's notification is lost.
+    assert (await merchant.buyer("pay", order)).json()["status"] == "SUCCESS"
+    with pytest.raises(TimeoutError):
+        await inbox.next(order, timeout=0.5)
+    after = (await merchant.http.get(fired)).json()
+
+    def more(field: str, method: str) -> int:
+        return int(after[field].get(method, 0) - before[field].get(method, 0))
+
+    methods = ("wechatpay.native", "wechatpay.query", "wechatpay.close")
+    assert [more("gateway_calls", method) for method in methods] == [2, 1, 1]
+    assert [more("gateway_calls_failed", method) for method in methods] == [1, 1, 1]
+    assert after["notifications_dropped"] - before["notifications_dropped"] == 1
 
 
 async def test_a_refund_can_take_effect_behind_a_system_error(

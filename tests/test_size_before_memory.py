@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from paysaga.dev import Supervisor, ensure_dev_keys, prepare_database, wait_for_port
+from stack.ports import free_port
 from tests.databases import database_url
-from tests.servers import free_port
 
 pytestmark = pytest.mark.slow
 SENT_BYTES = 200 * 2**20

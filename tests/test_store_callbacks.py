@@ -4,6 +4,7 @@ strangers that must fit their columns."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
@@ -11,6 +12,7 @@ from sqlmodel import col, select
 from store import callbacks, nonces
 from store.db import transaction
 from store.models import CallbackAttempt, CallbackRefusal, SeenNonce
+from tests.databases import database
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 WINDOW = timedelta(minutes=5)
@@ -76,3 +78,24 @@ def test_a_flood_of_one_refusal_is_one_row_that_counts(engine: Engine) -> None:
     flood = rows[1]
     assert flood.sample_body == "forgery 0" and flood.last_seen == NOW + timedelta(seconds=49)
     assert len(rows[0].reason) == callbacks.REASON_CHARS and "\x00" not in rows[0].reason
+
+
+def test_concurrent_sightings_do_not_wait_on_each_others_purge(tmp_path: Path) -> None:
+    """Callbacks of unrelated orders purge the same expired nonces: one must not queue behind
+    another's open transaction (PostgreSQL, where writers run at once)."""
+    with database("postgresql", tmp_path) as engine:
+        assert sighted(engine, "old")
+        later = NOW + WINDOW + timedelta(seconds=1)
+        with transaction(engine) as first:
+            assert nonces.first_sighting(
+                first, scope="wechatpay", nonce="a", now=later, window=WINDOW
+            )
+            # The first has purged "old" and not committed: the second finds nothing to take.
+            with transaction(engine) as second:
+                second.connection().exec_driver_sql("SET LOCAL lock_timeout = '2s'")
+                assert nonces.first_sighting(
+                    second, scope="wechatpay", nonce="b", now=later, window=WINDOW
+                )
+        with transaction(engine) as session:
+            kept = session.exec(select(SeenNonce.nonce)).all()
+        assert sorted(kept) == ["a", "b"]

@@ -30,7 +30,7 @@ from temporalio.testing import WorkflowEnvironment
 from core.settings import Settings, SettingsError
 from core.temporal import connect_temporal
 from paysaga.temporal_server import temporal_binary
-from tests.servers import free_port
+from stack.ports import free_port
 
 CLIENT_NAME = "paysaga-worker"
 # HPACK's static Huffman code (RFC 7541, appendix B) for the characters our test API key is

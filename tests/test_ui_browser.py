@@ -32,11 +32,11 @@ from temporalio.api.common.v1 import Payload
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 
 from core.vocabulary import order_workflow_id
+from stack.ports import free_port
 from tests.browser import chromium, emptied, screenshot, screenshots
 from tests.databases import database_url
 from tests.interop import eventually
 from tests.rig import Sandbox
-from tests.servers import free_port
 from tests.system import DATABASE_KIND
 
 pytestmark = pytest.mark.slow

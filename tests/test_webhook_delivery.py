@@ -34,12 +34,13 @@ from core.vocabulary import EventType, Gateway, OrderStatus, webhook_workflow_id
 from paysaga.dev import ensure_dev_keys
 from paysaga.webhook_relay import WebhookRelay
 from paysaga.worker import build_webhook_worker
+from stack.ports import free_port
 from store import orders
 from store.db import create_db_engine, transaction
 from store.schema import upgrade
 from tests.orders import claim
 from tests.rig import time_skipping_server
-from tests.servers import free_port, serving
+from tests.servers import serving
 from tests.webhook_receiver import Receiver
 from workflows.webhooks import WebhookDeliveryWorkflow
 

@@ -14,7 +14,9 @@
    and end so;
 7. watch over the order while something can still happen to it: an unpaid order until no
    payment that raced its trade's close can still be notified (a late one is refunded here, so
-   the order reads `refunded` in the UI), a flagged one until an operator resolves it.
+   the order reads `refunded` in the UI), asking the gateway once its trade can no longer be
+   paid (a late payment whose every notification was lost is found so), a flagged one until
+   an operator resolves it.
 Payments that arrive while the saga is ending are settled (so refunded) before it completes.
 
 Operators steer it with updates, each refused with a reason by its validator when it does not
@@ -71,7 +73,15 @@ PAYMENT_BEFORE_CLAIM = "payment-before-claim"
 # Sagas from this change on keep every search attribute true, watch over their order after it
 # ends, and take operators' actions.
 OPERATORS = "operator-actions"
+# Sagas from this change on ask the gateway about an unpaid order once its trade can no longer
+# be paid.
+LAST_WORD = "ask-once-unpayable"
+# Sagas from this change on see to news that came past the deadline (stuck ones too, once the
+# worker runs this code: they ask the gateway again in a loop until then).
+NEWS_PAST_DEADLINE = "news-past-deadline"
 UNPAID_ENDINGS = (OrderStatus.SUPERSEDED, OrderStatus.EXPIRED, OrderStatus.CANCELLED)
+# After the trade's expiry, this long for the gateway's clock and books to agree that it is over.
+LAST_WORD_DELAY = timedelta(seconds=30)
 # Claiming is one short database transaction: a worker lost in the middle of it is given up on
 # after this, and the claim retried elsewhere within the creation budget.
 CREATION_STEP_TIMEOUT = timedelta(seconds=5)
@@ -563,9 +573,10 @@ class OrderWorkflow:
                 else f"quoted: waiting for the buyer to press Pay until {_utc(self._expires_at)}"
             )
             try:
-                await workflow.wait_condition(
-                    self._has_news, timeout=remaining, timeout_summary="payment deadline"
-                )
+                if not self._news_past_deadline(remaining):
+                    await workflow.wait_condition(
+                        self._has_news, timeout=remaining, timeout_summary="payment deadline"
+                    )
             except TimeoutError:
                 await self._expire()
                 continue
@@ -580,6 +591,14 @@ class OrderWorkflow:
                 await self._end_unpaid(OrderStatus.SUPERSEDED, f"superseded by {newer}")
             elif self._cancel_requested:
                 await self._end_unpaid(OrderStatus.CANCELLED, "cancelled by the client")
+
+    def _news_past_deadline(self, remaining: timedelta) -> bool:
+        """News (a cancel, a newer order, a payment) that came while the gateway was asked about
+        an order past its deadline. Waiting no time at all times out before it looks at them:
+        the saga would ask the gateway again, and again, and never see to them."""
+        return (
+            remaining <= timedelta(0) and self._has_news() and workflow.patched(NEWS_PAST_DEADLINE)
+        )
 
     def _has_news(self) -> bool:
         return (
@@ -596,6 +615,12 @@ class OrderWorkflow:
         # even after its close), and that payment notified for a while after. Zero: no watch.
         seconds = self._request.late_payment_horizon_seconds
         horizon = self._payable_until + timedelta(seconds=seconds)
+        # An Alipay QR code nobody scanned stays payable after its close, and a payment's
+        # notifications can all be lost: once the trade can no longer be paid, the gateway's
+        # answer is final, and it is asked once (at the horizon, if that comes first).
+        last_word: datetime | None = min(self._payable_until + LAST_WORD_DELAY, horizon)
+        if not workflow.patched(LAST_WORD):
+            last_word = None
         while True:
             watching = (
                 seconds > 0
@@ -611,11 +636,15 @@ class OrderWorkflow:
                     + (" or retry its refund" if self._failed_refunds else "")
                 )
                 timeout = None
+            elif last_word is not None and workflow.now() >= last_word:
+                last_word = None
+                await self._ask_last_word()
+                continue
             else:
                 workflow.set_current_details(
                     f"{self._status}: a late payment is refunded until {_utc(horizon)}"
                 )
-                timeout = horizon - workflow.now()
+                timeout = (last_word or horizon) - workflow.now()
             self._operator_acted = False
             try:
                 await workflow.wait_condition(
@@ -627,23 +656,39 @@ class OrderWorkflow:
                 continue
             await self._settle_payments()
 
+    async def _ask_last_word(self) -> None:
+        """Ask the gateway about the unpaid order's trade, which can no longer be paid: a
+        payment nobody told us of is settled (refunded) now."""
+        workflow.set_current_details(f"{self._status}: asking {self._request.gateway} once more")
+        check = await self._ask_gateway("whether the trade was paid after all")
+        # Refused: nothing more can be learnt, and the horizon's watch goes on.
+        if check is not None and self._is_new(check):
+            await self._settle_payments()
+
+    async def _ask_gateway(self, question: str) -> TradeCheck | None:
+        """What the gateway says of the order's trade; None if it refuses to say, for good."""
+        try:
+            check: TradeCheck = await workflow.execute_activity_method(
+                PaymentActivities.check_trade,
+                self._trade,
+                summary=f"ask {self._request.gateway} {question}",
+                **GATEWAY_STEP,
+            )
+        except ActivityError as failure:
+            if refused_for_good(failure) is None:
+                raise
+            return None
+        return check
+
     async def _expire(self) -> None:
         if not self._trade_made:
             await self._end_untraded(OrderStatus.EXPIRED, "its quote lapsed before it was paid")
             return
         # A notification may have been lost: ask the gateway before calling the order unpaid.
         workflow.set_current_details(f"deadline passed: asking {self._request.gateway} first")
-        try:
-            check: TradeCheck = await workflow.execute_activity_method(
-                PaymentActivities.check_trade,
-                self._trade,
-                summary=f"ask {self._request.gateway} whether the trade was paid",
-                **GATEWAY_STEP,
-            )
-        except ActivityError as failure:
-            if refused_for_good(failure) is None:
-                raise
-            # The close, next, is what makes the trade unpayable: it decides.
+        check = await self._ask_gateway("whether the trade was paid")
+        if check is None:
+            # Refused: the close, next, is what makes the trade unpayable, and it decides.
             check = TradeCheck(payment=None)
         if self._is_new(check):
             await self._settle_payments()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 
-from tests.servers import free_port
+from stack.ports import free_port
 
 
 class TcpProxy:
@@ -17,6 +17,7 @@ class TcpProxy:
         self._listener: socket.socket | None = None
 
     def start(self) -> None:
+        """Listen on the port, the same one again after a cut: the database is back."""
         listener = socket.create_server(("127.0.0.1", self.port), reuse_port=True)
         self._listener = listener
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()

@@ -1,5 +1,6 @@
-"""Notifications as each gateway signs them, built by the test from the protocol alone, for
-tests that deliver a notification themselves (one the gateway lost, forged, or replayed)."""
+"""Notifications as each gateway signs them, built from the protocol alone, for tests and
+benchmarks that deliver a notification themselves (one the gateway lost, forged, or replayed,
+or a flood of them)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,11 @@ import json
 import secrets
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
+from functools import cache
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -16,7 +21,14 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from core.settings import SANDBOX_APP_ID
+from core.settings import (
+    SANDBOX_APP_ID,
+    SANDBOX_WECHATPAY_APPID,
+    SANDBOX_WECHATPAY_MCHID,
+    SANDBOX_WECHATPAY_PUBLIC_KEY_ID,
+)
+from core.vocabulary import Gateway
+from gateways.alipay_signing import load_private_key
 
 
 @dataclass(frozen=True)
@@ -103,5 +115,50 @@ def wechatpay_callback(
     )
 
 
+@cache
+def _private_key(path: Path) -> rsa.RSAPrivateKey:
+    # Loading checks the key, which costs far more than a signature: a flood signs with it
+    # thousands of times.
+    return load_private_key(path)
+
+
 def _rsa_sha256(key: rsa.RSAPrivateKey, message: bytes) -> str:
     return base64.b64encode(key.sign(message, padding.PKCS1v15(), hashes.SHA256())).decode()
+
+
+def paid_trade_notification(
+    keys: Path, gateway: Gateway, trade: Mapping[str, Any], **changes: Any
+) -> Callback:
+    """The payment notification of a paid sandbox trade, as its gateway signs it, with
+    `changes` made to its fields (Alipay) or to its resource (WeChat Pay); `trade` is as the
+    sandbox shows it (`GET /sandbox/trades/{out_trade_no}`), `keys` the dev keys' folder."""
+    if gateway is Gateway.ALIPAY:
+        return alipay_callback(
+            _private_key(keys / "sandbox_private.pem"),
+            **{
+                "out_trade_no": trade["out_trade_no"],
+                "trade_no": trade["trade_no"],
+                "total_amount": trade["total_amount"],
+                **changes,
+            },
+        )
+    cents = int(Decimal(trade["total_amount"]) * 100)
+    resource = {
+        "appid": SANDBOX_WECHATPAY_APPID,
+        "mchid": SANDBOX_WECHATPAY_MCHID,
+        "out_trade_no": trade["out_trade_no"],
+        "transaction_id": trade["trade_no"],
+        "trade_type": "NATIVE",
+        "trade_state": "SUCCESS",
+        "trade_state_desc": "支付成功",
+        "success_time": "2026-11-23T20:00:00+08:00",
+        "payer": {"openid": "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"},
+        "amount": {"total": cents, "payer_total": cents, "currency": "CNY"},
+        **changes,
+    }
+    return wechatpay_callback(
+        _private_key(keys / "wechatpay_platform_private.pem"),
+        key_id=SANDBOX_WECHATPAY_PUBLIC_KEY_ID,
+        apiv3_key=(keys / "wechatpay_apiv3.key").read_bytes().strip(),
+        resource=resource,
+    )
