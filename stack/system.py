@@ -35,6 +35,10 @@ API_KEY = "psk_test_full_stack"
 ADMIN_KEY = "pak_test_full_stack_operators"
 TASK_QUEUE = "paysaga-full-stack"
 SHORT_TIMEOUT_SECONDS = 4
+# Short, so that a failing gateway's orders are refused within the scenarios' patience; long
+# enough that a burst of twenty windows gets its QR codes on a busy two-core host running both
+# databases' slow tiers at once (3 s was not, in CI).
+CREATE_TIMEOUT_SECONDS = 8
 LONG_TIMEOUT_SECONDS = 600
 
 
@@ -145,7 +149,7 @@ def running_system(
         "PAYSAGA_API_KEYS": API_KEY,
         "PAYSAGA_ADMIN_KEYS": ADMIN_KEY,
         "PAYSAGA_SANDBOX_URL": sandbox_url,
-        "PAYSAGA_PAYMENT_CREATE_TIMEOUT_SECONDS": "3",
+        "PAYSAGA_PAYMENT_CREATE_TIMEOUT_SECONDS": str(CREATE_TIMEOUT_SECONDS),
         # The scenarios poll orders often; the budget itself is tested elsewhere.
         "PAYSAGA_RATE_LIMIT_REQUESTS": "1000000",
         # Webhooks handed over and tried again within the scenarios' patience.

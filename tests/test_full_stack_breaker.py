@@ -24,8 +24,8 @@ from tests.rig import Sandbox
 
 pytestmark = pytest.mark.slow
 DATABASE_KIND = os.environ.get("PAYSAGA_TEST_DATABASE", "sqlite")
-# tests/system.py gives each order 3 s to get its QR code: a refusal by the breaker must come
-# well before that.
+# stack.system gives each order 8 s to get its QR code: a refusal by the breaker comes well
+# before that.
 FAST_SECONDS = 1.0
 # How often a worker asks a gateway whose breaker is open (the default setting).
 PROBE_SECONDS = 5
