@@ -45,7 +45,6 @@ from gateways.gateway import (
 )
 from store import callbacks, nonces, orders
 from store.db import transaction
-from store.models import PaymentStatus
 from workflows import search_attributes
 from workflows.late_payment import LatePaymentWorkflow, late_payment_summary
 from workflows.order import OrderWorkflow
@@ -195,10 +194,10 @@ def _record_notification(
         amount_cents=event.amount_cents,
         paid_at=event.paid_at,
     )
-    payment = orders.record_payment(session, notice=notice, now=now)
+    undecided = orders.record_payment(session, notice=notice, now=now)
     _record(session, event, body, outcome="payment", now=now)
     # A payment already decided (a repeat of its notification) needs no second hand-over.
-    if payment.status != PaymentStatus.RECEIVED:
+    if not undecided:
         return "duplicate", None
     return "payment", Handover(notice, order.reservation_id, order.kind)
 

@@ -187,9 +187,10 @@ def _payment_refusal(
     return None
 
 
-def record_payment(session: Session, *, notice: PaymentNotice, now: datetime) -> Payment:
-    """The payment row of a trade, created by whichever notice of it comes first."""
-    insert_ignoring_conflict(
+def record_payment(session: Session, *, notice: PaymentNotice, now: datetime) -> bool:
+    """Record the payment of a trade, by whichever notice of it comes first; True while it is
+    still to be decided (just recorded, or recorded and not yet settled)."""
+    recorded = insert_ignoring_conflict(
         session,
         Payment,
         {
@@ -204,7 +205,8 @@ def record_payment(session: Session, *, notice: PaymentNotice, now: datetime) ->
         },
         conflict_on=["gateway", "trade_no"],
     )
-    return _payment(session, notice)
+    # A row this notice made needs no reading back: it was made undecided.
+    return recorded or _payment(session, notice).status == PaymentStatus.RECEIVED
 
 
 def settle_payment(session: Session, *, notice: PaymentNotice, now: datetime) -> Settlement:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from google.protobuf.message import Message
 from temporalio.api.common.v1 import Payload
+from temporalio.api.history.v1 import MarkerRecordedEventAttributes
 from temporalio.client import Client, WorkflowHistory
 
 
@@ -72,8 +73,23 @@ def distinct_paths(histories: list[WorkflowHistory]) -> list[WorkflowHistory]:
             elif event.HasField("workflow_execution_update_accepted_event_attributes"):
                 accepted = event.workflow_execution_update_accepted_event_attributes
                 path.append(accepted.accepted_request.input.name)
+            elif event.HasField("marker_recorded_event_attributes"):
+                path.append(_marker(event.marker_recorded_event_attributes))
         paths.setdefault(tuple(path), history)
     return list(paths.values())
+
+
+def _marker(marker: MarkerRecordedEventAttributes) -> str:
+    """A patch by its id, a local activity by its type: each a step of its own."""
+    for details in marker.details.values():
+        for payload in details.payloads:
+            try:
+                data = json.loads(payload.data)
+            except ValueError:
+                continue
+            if isinstance(data, dict) and (name := data.get("id") or data.get("activity_type")):
+                return f"{marker.marker_name} {name}"
+    return str(marker.marker_name)
 
 
 def _gateway(payloads: Sequence[Payload]) -> str:

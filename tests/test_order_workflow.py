@@ -16,6 +16,7 @@ from core.vocabulary import Gateway, OrderStatus, late_payment_workflow_id, orde
 from store import orders
 from store.db import transaction
 from store.models import Order
+from tests.history_paths import record_distinct_paths
 from tests.orders import order_request
 from tests.rig import Rig, time_skipping_server
 from workflows.late_payment import LatePaymentWorkflow
@@ -222,29 +223,34 @@ async def test_an_operator_cancelling_the_saga_cancels_the_order(
     assert (await rig.sandbox.trade(f"ord_operator_{gateway}"))["status"] == CLOSED[gateway]
 
 
+# The saga watches for late payments up to a horizon; the gateway's last word is due 30 s after
+# the trade can no longer be paid, or at the horizon if that comes first.
+@pytest.mark.parametrize("horizon_seconds", [90000, 5])
 async def test_a_late_payment_never_notified_is_found_once_the_trade_can_no_longer_be_paid(
-    env: WorkflowEnvironment, rig: Rig
+    env: WorkflowEnvironment, rig: Rig, horizon_seconds: int
 ) -> None:
+    order_id = f"ord_unheard_{horizon_seconds}"
     with env.auto_time_skipping_disabled():
         handle = await start_order(
             env,
             rig,
-            "ord_unheard",
-            reservation="room-unheard",
-            late_payment_horizon_seconds=90000,
+            order_id,
+            reservation=f"room-unheard-{horizon_seconds}",
+            late_payment_horizon_seconds=horizon_seconds,
             deadline_extension_seconds=3600,
         )
         assert await handle.execute_update(OrderWorkflow.cancel) == OrderStatus.CANCELLED
         # Never scanned, the QR code is still payable after its close; every notification of
         # the payment is lost.
         await rig.sandbox.faults(drop_notifications=1)
-        paid = await rig.sandbox.pay("ord_unheard")
-    # Asked once the trade's expiry has passed, long before the horizon, the gateway tells.
+        paid = await rig.sandbox.pay(order_id)
+    # Asked once the trade can no longer be paid, the gateway tells.
     assert (await handle.result()).status == OrderStatus.REFUNDED
-    refunds = (await rig.sandbox.trade("ord_unheard"))["refunds"]
+    record_distinct_paths([await handle.fetch_history()])
+    refunds = (await rig.sandbox.trade(order_id))["refunds"]
     assert [refund["out_request_no"] for refund in refunds] == [f"rf_{paid['trade_no']}"]
-    assert await rig.sandbox.net_captured(["ord_unheard"]) == Decimal(0)
-    assert order_status(rig, "ord_unheard") == OrderStatus.REFUNDED
+    assert await rig.sandbox.net_captured([order_id]) == Decimal(0)
+    assert order_status(rig, order_id) == OrderStatus.REFUNDED
 
 
 async def test_a_cancel_that_comes_while_an_overdue_order_is_checked_cancels_it(
@@ -265,7 +271,9 @@ async def test_a_cancel_that_comes_while_an_overdue_order_is_checked_cancels_it(
             raise AssertionError("the saga never asked the gateway past the deadline")
         cancelled = handle.execute_update(OrderWorkflow.cancel)
         assert await asyncio.wait_for(cancelled, 30) == OrderStatus.CANCELLED
+        await handle.result()
     assert order_status(rig, "ord_overdue_cancel") == OrderStatus.CANCELLED
+    record_distinct_paths([await handle.fetch_history()])
 
 
 async def test_gateway_failures_are_retried_and_a_refund_still_happens_once(

@@ -79,6 +79,9 @@ LAST_WORD = "ask-once-unpayable"
 # Sagas from this change on see to news that came past the deadline (stuck ones too, once the
 # worker runs this code: they ask the gateway again in a loop until then).
 NEWS_PAST_DEADLINE = "news-past-deadline"
+# Sagas from this change on ask that last word also when the late-payment horizon comes before
+# it (earlier ones stopped watching at the horizon without asking).
+LAST_WORD_AT_HORIZON = "last-word-at-horizon"
 UNPAID_ENDINGS = (OrderStatus.SUPERSEDED, OrderStatus.EXPIRED, OrderStatus.CANCELLED)
 # After the trade's expiry, this long for the gateway's clock and books to agree that it is over.
 LAST_WORD_DELAY = timedelta(seconds=30)
@@ -622,12 +625,19 @@ class OrderWorkflow:
         if not workflow.patched(LAST_WORD):
             last_word = None
         while True:
-            watching = (
-                seconds > 0
-                and self._trade_made
-                and self._status in UNPAID_ENDINGS
-                and workflow.now() < horizon
-            )
+            unpaid = seconds > 0 and self._trade_made and self._status in UNPAID_ENDINGS
+            watching = unpaid and workflow.now() < horizon
+            if (
+                unpaid
+                and not watching
+                and last_word == horizon
+                and not self._flagged
+                and workflow.patched(LAST_WORD_AT_HORIZON)
+            ):
+                # The horizon came first, and is the last word's time too.
+                last_word = None
+                await self._ask_last_word()
+                continue
             if not self._flagged and not watching:
                 return
             if self._flagged:
