@@ -630,11 +630,12 @@ class OrderWorkflow:
             if (
                 unpaid
                 and not watching
-                and last_word == horizon
+                and last_word is not None
                 and not self._flagged
                 and workflow.patched(LAST_WORD_AT_HORIZON)
             ):
-                # The horizon came first, and is the last word's time too.
+                # The watch is over and the last word was not asked yet (the horizon came
+                # first): it is due now.
                 last_word = None
                 await self._ask_last_word()
                 continue
