@@ -6,8 +6,9 @@ first: where the request came from (a gateway's own networks, when configured), 
 body's size (refused unread past MAX_BODY_BYTES), and only then the gateway's signature. A
 notification is believed only once the gateway's adapter has verified it; it is written to
 the database before anything is acknowledged, then handed to the order's saga (or, when that
-saga has ended, to a late-payment saga). Only then does the gateway get its acknowledgement;
-on any failure it gets an error and sends the notification again.
+saga has ended, to a late-payment saga), once: a repeat of a payment handed over is not. Only
+then does the gateway get its acknowledgement; on any failure it gets an error and sends the
+notification again.
 
 A refused callback — unverified, or verified but not ours to take (an unknown order, a
 replay) — is counted under its reason in a bounded tally, never kept as a row of its own:
@@ -16,6 +17,7 @@ refusals cannot fill the disk. Verified ones taken, ignored or flagged stay in t
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -50,6 +52,7 @@ from workflows.late_payment import LatePaymentWorkflow, late_payment_summary
 from workflows.order import OrderWorkflow
 
 router = APIRouter(prefix="/v1/callbacks", tags=["callbacks"])
+logger = logging.getLogger(__name__)
 # No notification of any gateway comes near this; a larger body is refused unread.
 MAX_BODY_BYTES = 65536
 # What a caller chose (a quoted value, a number of two digits or more) is left out of the
@@ -165,14 +168,16 @@ def _record_notification(
         raise Refused(400, f"nonce {event.nonce!r} was seen before: a replay", body)
     # Anything but a plain id is no trade of ours, and must not reach the database.
     order = (
-        orders.get_order(session, event.out_trade_no) if is_plain_id(event.out_trade_no) else None
+        orders.get_payee(session, event.out_trade_no) if is_plain_id(event.out_trade_no) else None
     )
     if order is None:
         raise Refused(404, f"no order {event.out_trade_no!r}", body)
     if event.trade_no is not None and not is_plain_id(event.trade_no):
         raise Refused(400, f"trade number {event.trade_no!r} is not one a gateway gives", body)
     if order.gateway != event.gateway:
-        raise Refused(404, f"order {order.id!r} is not paid through {event.gateway}", body)
+        raise Refused(
+            404, f"order {event.out_trade_no!r} is not paid through {event.gateway}", body
+        )
     if event.kind is not EventKind.PAYMENT or event.trade_no is None:
         # A refund's notice or a trade that is not paid (yet) moves no money in: recorded
         # for the audit trail, nothing more.
@@ -182,7 +187,7 @@ def _record_notification(
         # A payment the gateway states no amount for cannot be settled; asking again is how
         # the saga will learn it.
         reason = "a payment without an amount"
-        orders.flag_order(session, order_id=order.id, reason=reason, now=now)
+        orders.flag_order(session, order_id=event.out_trade_no, reason=reason, now=now)
         _record(session, event, body, outcome="flagged", reason=reason, now=now)
         return "flagged", None
     # A payment of another amount is recorded and handed on like any other: settling it
@@ -226,6 +231,22 @@ async def _hand_over(state: AppState, handover: Handover) -> None:
                 ),
                 static_summary=late_payment_summary(notice),
             )
+    _mark_handed_over(state, notice)
+
+
+def _mark_handed_over(state: AppState, notice: PaymentNotice) -> None:
+    # The mark only spares repeats of the notification a second hand-over: when the database
+    # has just gone away the payment is recorded and handed over all the same, and is
+    # acknowledged; a repeat is then handed over again, which the saga takes as a repeat.
+    try:
+        with transaction(state.engine) as session:
+            orders.mark_handed_over(session, notice=notice, now=datetime.now(UTC))
+    except OperationalError as failure:
+        logger.warning(
+            "callbacks: payment %s handed over, not marked so: %s",
+            notice.trade_no,
+            type(failure).__name__,
+        )
 
 
 def _record_refusal(state: AppState, door: Gateway, refusal: Refused, now: datetime) -> None:

@@ -11,6 +11,7 @@ import hashlib
 from collections.abc import Sequence
 from datetime import datetime
 
+from sqlalchemy import insert
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
@@ -44,8 +45,10 @@ def record_attempt(
     trade_status: str | None = None,
 ) -> None:
     """A callback and what became of it; what it is about is known only once verified."""
-    session.add(
-        CallbackAttempt(
+    # A plain INSERT, not an object added to the session: every notification writes one, and
+    # the ORM's unit of work would cost as much as the rest of the door's statements.
+    session.connection().execute(
+        insert(CallbackAttempt).values(
             gateway=gateway,
             notify_id=_fit_optional(event_id, 128),
             out_trade_no=_fit_optional(out_trade_no, 64),

@@ -104,6 +104,9 @@ class Payment(SQLModel, table=True):
     amount_cents: int
     status: str = Field(max_length=16)
     paid_at: datetime | None = utc_field(nullable=True)
+    # When a notification of it was handed to a saga: a repeat of the notification after that
+    # is not handed on again (it would only lengthen the saga's history).
+    handed_over_at: datetime | None = utc_field(nullable=True)
     created_at: datetime = utc_field()
     updated_at: datetime = utc_field()
 

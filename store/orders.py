@@ -10,9 +10,10 @@ refunds never overwrite each other's decisions.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, select, update
 
 from core.contracts import (
     Claim,
@@ -188,8 +189,8 @@ def _payment_refusal(
 
 
 def record_payment(session: Session, *, notice: PaymentNotice, now: datetime) -> bool:
-    """Record the payment of a trade, by whichever notice of it comes first; True while it is
-    still to be decided (just recorded, or recorded and not yet settled)."""
+    """Record the payment of a trade, by whichever notice of it comes first; True while a saga
+    may still have to be told of it: just recorded, or neither settled nor handed over yet."""
     recorded = insert_ignoring_conflict(
         session,
         Payment,
@@ -205,8 +206,23 @@ def record_payment(session: Session, *, notice: PaymentNotice, now: datetime) ->
         },
         conflict_on=["gateway", "trade_no"],
     )
-    # A row this notice made needs no reading back: it was made undecided.
-    return recorded or _payment(session, notice).status == PaymentStatus.RECEIVED
+    if recorded:
+        return True  # a row this notice made needs no reading back: it was made undecided
+    payment = _payment(session, notice)
+    return payment.status == PaymentStatus.RECEIVED and payment.handed_over_at is None
+
+
+def mark_handed_over(session: Session, *, notice: PaymentNotice, now: datetime) -> None:
+    """A saga has been told of this payment: repeats of its notification need not tell one."""
+    session.exec(
+        update(Payment)
+        .where(
+            col(Payment.gateway) == notice.gateway,
+            col(Payment.trade_no) == notice.trade_no,
+            col(Payment.handed_over_at).is_(None),
+        )
+        .values(handed_over_at=now)
+    )
 
 
 def settle_payment(session: Session, *, notice: PaymentNotice, now: datetime) -> Settlement:
@@ -539,6 +555,23 @@ def notice_of(payment: Payment) -> PaymentNotice:
 
 def get_order(session: Session, order_id: str) -> Order | None:
     return session.get(Order, order_id)
+
+
+@dataclass(frozen=True)
+class Payee:
+    """What a gateway's notice of a payment needs of its order: a few columns, read without
+    loading the order whole, on the door every notification comes through."""
+
+    gateway: str
+    reservation_id: str
+    kind: str
+
+
+def get_payee(session: Session, order_id: str) -> Payee | None:
+    row = session.exec(
+        select(Order.gateway, Order.reservation_id, Order.kind).where(Order.id == order_id)
+    ).first()
+    return None if row is None else Payee(*row)
 
 
 def get_reservation(session: Session, reservation_id: str) -> Reservation | None:

@@ -36,7 +36,7 @@ from core.settings import (
     SANDBOX_WECHATPAY_PUBLIC_KEY_ID,
     Settings,
 )
-from core.vocabulary import RECONCILE_WORKFLOW_ID, EventType, Gateway
+from core.vocabulary import RECONCILE_WORKFLOW_ID, EventType, Gateway, order_workflow_id
 from gateways.alipay_signing import (
     NOTIFICATION_UNSIGNED,
     load_private_key,
@@ -653,6 +653,30 @@ async def test_without_temporal_nothing_is_made_and_no_payment_is_lost(
     )
     assert callback.status_code in (200, 204) and callback.text in ("success", "")
     await shop.settled(order["order_id"], "paid")
+
+
+async def test_repeats_of_a_notification_handed_over_are_not_handed_over_again(
+    shop: Shop, sandbox: Sandbox, system: System, gateway: Gateway
+) -> None:
+    order, _ = await lost_notification(shop, sandbox, system, gateway)
+    trade = await sandbox.trade(order["order_id"])
+    # The workers stalled, the payment stays undecided while the gateway repeats its
+    # notification (signed anew each time): each is acknowledged, one reaches the saga.
+    with system.paused(system.workers):
+        for n in range(3):
+            repeat = paid_trade_notification(system.keys_dir, gateway, trade)
+            callback = await shop.notify(system.api_urls[n % 2], gateway, repeat)
+            assert callback.status_code in (200, 204), callback.text
+    await shop.settled(order["order_id"], "paid")
+    client = await system.temporal_client()
+    history = await client.get_workflow_handle(order_workflow_id(order["order_id"])).fetch_history()
+    told = [
+        event
+        for event in history.events
+        if event.HasField("workflow_execution_signaled_event_attributes")
+        and event.workflow_execution_signaled_event_attributes.signal_name == "payment_notified"
+    ]
+    assert len(told) == 1
 
 
 async def test_a_lost_notification_is_found_by_asking_the_gateway(

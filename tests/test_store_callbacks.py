@@ -4,6 +4,7 @@ strangers that must fit their columns."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from itertools import count
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
@@ -16,6 +17,11 @@ from tests.databases import database
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 WINDOW = timedelta(minutes=5)
+
+
+def purging(name: str) -> str:
+    """A nonce named `name…` whose sighting forgets expired nonces."""
+    return next(f"{name}{n}" for n in count() if nonces.purges(f"{name}{n}"))
 
 
 def sighted(engine: Engine, nonce: str, *, gateway: str = "wechatpay", at: datetime = NOW) -> bool:
@@ -32,10 +38,26 @@ def test_a_nonce_is_taken_once_per_gateway(engine: Engine) -> None:
 
 def test_nonces_older_than_the_window_are_forgotten(engine: Engine) -> None:
     assert sighted(engine, "old")
-    assert sighted(engine, "new", at=NOW + WINDOW + timedelta(seconds=1))
+    new = purging("new")
+    assert sighted(engine, new, at=NOW + WINDOW + timedelta(seconds=1))
     with transaction(engine) as session:
         kept = session.exec(select(SeenNonce.nonce)).all()
-    assert list(kept) == ["new"]
+    assert list(kept) == [new]
+
+
+def test_the_sightings_of_a_window_forget_more_than_the_window_before_held(engine: Engine) -> None:
+    """Only some sightings purge, each a batch: the table still shrinks to a window's worth."""
+    old = [f"old{n}" for n in range(3 * nonces.PURGE_BATCH)]
+    for nonce in old:
+        assert sighted(engine, nonce)
+    later = NOW + WINDOW + timedelta(seconds=1)
+    new = [f"new{n}" for n in range(len(old))]
+    assert sum(nonces.purges(nonce) for nonce in new) < len(new) // 4
+    for nonce in new:
+        assert sighted(engine, nonce, at=later)
+    with transaction(engine) as session:
+        kept = session.exec(select(SeenNonce.nonce)).all()
+    assert sorted(kept) == sorted(new)
 
 
 def test_hostile_strings_are_stored_cut_and_without_nul(engine: Engine) -> None:
@@ -86,16 +108,17 @@ def test_concurrent_sightings_do_not_wait_on_each_others_purge(tmp_path: Path) -
     with database("postgresql", tmp_path) as engine:
         assert sighted(engine, "old")
         later = NOW + WINDOW + timedelta(seconds=1)
+        a, b = purging("a"), purging("b")
         with transaction(engine) as first:
             assert nonces.first_sighting(
-                first, scope="wechatpay", nonce="a", now=later, window=WINDOW
+                first, scope="wechatpay", nonce=a, now=later, window=WINDOW
             )
             # The first has purged "old" and not committed: the second finds nothing to take.
             with transaction(engine) as second:
                 second.connection().exec_driver_sql("SET LOCAL lock_timeout = '2s'")
                 assert nonces.first_sighting(
-                    second, scope="wechatpay", nonce="b", now=later, window=WINDOW
+                    second, scope="wechatpay", nonce=b, now=later, window=WINDOW
                 )
         with transaction(engine) as session:
             kept = session.exec(select(SeenNonce.nonce)).all()
-        assert sorted(kept) == ["a", "b"]
+        assert sorted(kept) == [a, b]
