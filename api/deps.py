@@ -47,7 +47,9 @@ class AppState:
     callback_sources: CallbackSources
 
 
-def app_state(request: Request) -> AppState:
+async def app_state(request: Request) -> AppState:
+    # Async, though it awaits nothing: FastAPI runs a plain function's dependency in a thread
+    # of its pool, a hop that costs every request more than the lookup itself.
     state = request.app.state.paysaga
     assert isinstance(state, AppState)
     return state

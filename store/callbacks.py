@@ -48,17 +48,18 @@ def record_attempt(
     # A plain INSERT, not an object added to the session: every notification writes one, and
     # the ORM's unit of work would cost as much as the rest of the door's statements.
     session.connection().execute(
-        insert(CallbackAttempt).values(
-            gateway=gateway,
-            notify_id=_fit_optional(event_id, 128),
-            out_trade_no=_fit_optional(out_trade_no, 64),
-            trade_no=_fit_optional(trade_no, 64),
-            trade_status=_fit_optional(trade_status, 32),
-            outcome=outcome,
-            reason=_fit_optional(reason, REASON_CHARS),
-            body=_text(body),
-            received_at=now,
-        )
+        insert(CallbackAttempt),
+        {
+            "gateway": gateway,
+            "notify_id": _fit_optional(event_id, 128),
+            "out_trade_no": _fit_optional(out_trade_no, 64),
+            "trade_no": _fit_optional(trade_no, 64),
+            "trade_status": _fit_optional(trade_status, 32),
+            "outcome": outcome,
+            "reason": _fit_optional(reason, REASON_CHARS),
+            "body": _text(body),
+            "received_at": now,
+        },
     )
 
 

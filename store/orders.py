@@ -214,7 +214,8 @@ def record_payment(session: Session, *, notice: PaymentNotice, now: datetime) ->
 
 def mark_handed_over(session: Session, *, notice: PaymentNotice, now: datetime) -> None:
     """A saga has been told of this payment: repeats of its notification need not tell one."""
-    session.exec(
+    # A plain UPDATE: no row of the session is changed, none needs the ORM's synchronising.
+    session.connection().execute(
         update(Payment)
         .where(
             col(Payment.gateway) == notice.gateway,
@@ -568,9 +569,14 @@ class Payee:
 
 
 def get_payee(session: Session, order_id: str) -> Payee | None:
-    row = session.exec(
-        select(Order.gateway, Order.reservation_id, Order.kind).where(Order.id == order_id)
-    ).first()
+    # A plain SELECT of columns: no row of the session is loaded, none needs the ORM.
+    row = (
+        session.connection()
+        .execute(
+            select(Order.gateway, Order.reservation_id, Order.kind).where(col(Order.id) == order_id)
+        )
+        .first()
+    )
     return None if row is None else Payee(*row)
 
 
