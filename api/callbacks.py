@@ -150,11 +150,10 @@ def _door(state: AppState, gateway: str) -> tuple[Gateway, NotificationVerifier]
 
 @dataclass(frozen=True)
 class Handover:
-    """A recorded payment to hand to a saga, and what the UI shows of its order."""
+    """A recorded payment to hand to a saga, and its order's columns the UI shows."""
 
     notice: PaymentNotice
-    reservation_id: str
-    kind: str
+    payee: orders.Payee
 
 
 def _record_notification(
@@ -167,14 +166,14 @@ def _record_notification(
     ):
         raise Refused(400, f"nonce {event.nonce!r} was seen before: a replay", body)
     # Anything but a plain id is no trade of ours, and must not reach the database.
-    order = (
+    payee = (
         orders.get_payee(session, event.out_trade_no) if is_plain_id(event.out_trade_no) else None
     )
-    if order is None:
+    if payee is None:
         raise Refused(404, f"no order {event.out_trade_no!r}", body)
     if event.trade_no is not None and not is_plain_id(event.trade_no):
         raise Refused(400, f"trade number {event.trade_no!r} is not one a gateway gives", body)
-    if order.gateway != event.gateway:
+    if payee.gateway != event.gateway:
         raise Refused(
             404, f"order {event.out_trade_no!r} is not paid through {event.gateway}", body
         )
@@ -204,7 +203,7 @@ def _record_notification(
     # A payment already decided (a repeat of its notification) needs no second hand-over.
     if not undecided:
         return "duplicate", None
-    return "payment", Handover(notice, order.reservation_id, order.kind)
+    return "payment", Handover(notice, payee)
 
 
 async def _hand_over(state: AppState, handover: Handover) -> None:
@@ -226,8 +225,8 @@ async def _hand_over(state: AppState, handover: Handover) -> None:
                 search_attributes=search_attributes.of_order(
                     notice.order_id,
                     gateway=notice.gateway,
-                    reservation_id=handover.reservation_id,
-                    kind=handover.kind,
+                    reservation_id=handover.payee.reservation_id,
+                    kind=handover.payee.kind,
                 ),
                 static_summary=late_payment_summary(notice),
             )

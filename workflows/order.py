@@ -627,15 +627,14 @@ class OrderWorkflow:
         while True:
             unpaid = seconds > 0 and self._trade_made and self._status in UNPAID_ENDINGS
             watching = unpaid and workflow.now() < horizon
-            if (
+            due = (
                 unpaid
-                and not watching
-                and last_word is not None
                 and not self._flagged
-                and workflow.patched(LAST_WORD_AT_HORIZON)
-            ):
-                # The watch is over and the last word was not asked yet (the horizon came
-                # first): it is due now.
+                and last_word is not None
+                and workflow.now() >= last_word
+            )
+            # Once the watch is over (the horizon came first), only sagas of the patch ask.
+            if due and (watching or workflow.patched(LAST_WORD_AT_HORIZON)):
                 last_word = None
                 await self._ask_last_word()
                 continue
@@ -647,10 +646,6 @@ class OrderWorkflow:
                     + (" or retry its refund" if self._failed_refunds else "")
                 )
                 timeout = None
-            elif last_word is not None and workflow.now() >= last_word:
-                last_word = None
-                await self._ask_last_word()
-                continue
             else:
                 workflow.set_current_details(
                     f"{self._status}: a late payment is refunded until {_utc(horizon)}"
