@@ -48,7 +48,7 @@ def record_attempt(
     # A plain INSERT, not an object added to the session: every notification writes one, and
     # the ORM's unit of work would cost as much as the rest of the door's statements.
     session.connection().execute(
-        insert(CallbackAttempt),
+        _ATTEMPT,
         {
             "gateway": gateway,
             "notify_id": _fit_optional(event_id, 128),
@@ -61,6 +61,9 @@ def record_attempt(
             "received_at": now,
         },
     )
+
+
+_ATTEMPT = insert(CallbackAttempt)
 
 
 def record_refusal(

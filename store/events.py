@@ -48,6 +48,7 @@ from core.public import EventPublic, OrderPublic, ReservationPublic
 from core.vocabulary import EventType, OrderStatus
 from store import orders, webhooks
 from store.models import Order, Reservation, WebhookEvent
+from store.rows import RECORDED_TABLES, refuse_unrecorded
 from store.views import order_public, reservation_public
 
 PUBLIC_BASE_URL = "paysaga_public_base_url"
@@ -68,10 +69,6 @@ ATTRIBUTES: dict[type[Order | Reservation], tuple[str, ...]] = {
 
 class RecordingSession(Session):
     """A session whose transaction records the events of what it changes (see the module)."""
-
-
-class UnrecordedChange(Exception):
-    """A statement would change orders or reservations out of the recorder's sight."""
 
 
 @dataclass
@@ -109,20 +106,13 @@ def _before(row: Order | Reservation, name: str) -> Any:
 @event.listens_for(RecordingSession, "do_orm_execute")
 def _refuse_unseen_changes(state: ORMExecuteState) -> None:
     statement = state.statement
-    if not isinstance(statement, UpdateBase):
+    name = getattr(getattr(statement, "table", None), "name", None)
+    # Only statements on the recorded tables are compiled to see what they insert.
+    if not isinstance(statement, UpdateBase) or name not in RECORDED_TABLES:
         return
-    table = getattr(statement, "table", None)
-    name = getattr(table, "name", None)
-    if name == Reservation.__tablename__ and isinstance(statement, Insert):
-        # A new reservation is neither active nor extended, unless it is made with a validity.
-        dialect = state.session.get_bind().dialect
-        if "valid_until" not in statement.compile(dialect=dialect).params:
-            return
-    if name in (Order.__tablename__, Reservation.__tablename__):
-        raise UnrecordedChange(
-            f"a bulk statement on {name} would change it without its events: change the rows "
-            "themselves, in a transaction"
-        )
+    dialect = state.session.get_bind().dialect
+    inserted = statement.compile(dialect=dialect).params if isinstance(statement, Insert) else None
+    refuse_unrecorded(name, inserted=inserted)
 
 
 @event.listens_for(RecordingSession, "before_commit")

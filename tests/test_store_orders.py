@@ -119,6 +119,32 @@ def test_a_payment_for_a_superseded_order_is_refunded_once(engine: Engine) -> No
     assert ledger(engine, "room-1") == (5940, 2970, 2970)
 
 
+def test_a_payment_is_to_be_handed_over_until_marked_so_or_decided(engine: Engine) -> None:
+    claim(engine, "o1")
+    notice = PaymentNotice(
+        gateway=Gateway.ALIPAY, order_id="o1", trade_no="t1", amount_cents=2970, paid_at=NOW
+    )
+
+    def recorded() -> bool:
+        with transaction(engine) as session:
+            return orders.record_payment(session, notice=notice, now=NOW)
+
+    assert recorded() and recorded()  # first seen, then seen again before any saga took it
+    with engine.begin() as connection:
+        orders.mark_handed_over(connection, notice=notice, now=NOW)
+    assert not recorded()
+    with transaction(engine) as session:
+        assert orders.get_payee(session, "o1") == orders.Payee("alipay", "room-1", "booking")
+        assert orders.get_payee(session, "o2") is None
+    claim(engine, "o2", reservation="room-2")
+    pay(engine, "o2", "t2")
+    settled = PaymentNotice(
+        gateway=Gateway.ALIPAY, order_id="o2", trade_no="t2", amount_cents=2970, paid_at=NOW
+    )
+    with transaction(engine) as session:
+        assert not orders.record_payment(session, notice=settled, now=NOW)
+
+
 def test_a_second_trade_on_a_paid_order_is_refunded_and_the_order_stays_paid(
     engine: Engine,
 ) -> None:

@@ -23,7 +23,6 @@ from core.standard_webhooks import new_secret
 from core.vocabulary import EventType, Gateway, OrderStatus
 from store import orders, stats, webhooks
 from store.db import transaction
-from store.events import UnrecordedChange
 from store.models import (
     AttemptOutcome,
     DeliveryStatus,
@@ -33,6 +32,7 @@ from store.models import (
     WebhookEndpoint,
     WebhookEvent,
 )
+from store.rows import UnrecordedChange, insert_ignoring_conflict
 from store.views import order_public, reservation_public
 from store.webhooks import Attempt
 from tests.databases import PUBLIC_BASE_URL
@@ -210,6 +210,9 @@ def test_changes_out_of_the_recorders_sight_are_refused(engine: Engine) -> None:
     for statement in statements:
         with pytest.raises(UnrecordedChange), transaction(engine) as session:
             session.exec(statement)
+    valid = {"id": "room-9", "valid_until": now(), "created_at": now(), "updated_at": now()}
+    with pytest.raises(UnrecordedChange), transaction(engine) as session:
+        insert_ignoring_conflict(session, Reservation, valid, conflict_on=["id"])
     assert orders_status(engine, "o1") == OrderStatus.PENDING
 
 
