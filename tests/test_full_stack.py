@@ -660,13 +660,18 @@ async def test_repeats_of_a_notification_handed_over_are_not_handed_over_again(
 ) -> None:
     order, _ = await lost_notification(shop, sandbox, system, gateway)
     trade = await sandbox.trade(order["order_id"])
-    # The workers stalled, the payment stays undecided while the gateway repeats its
-    # notification (signed anew each time): each is acknowledged, one reaches the saga.
-    with system.paused(system.workers):
+    # No worker runs, the payment stays undecided while the gateway repeats its notification
+    # (signed anew each time): each is acknowledged, one reaches the saga. The workers are
+    # killed, not stopped: a stopped one can hold SQLite's only write lock, and the door
+    # would wait on it.
+    system.kill_workers()
+    try:
         for n in range(3):
             repeat = paid_trade_notification(system.keys_dir, gateway, trade)
             callback = await shop.notify(system.api_urls[n % 2], gateway, repeat)
             assert callback.status_code in (200, 204), callback.text
+    finally:
+        system.start_workers()
     await shop.settled(order["order_id"], "paid")
     client = await system.temporal_client()
     history = await client.get_workflow_handle(order_workflow_id(order["order_id"])).fetch_history()
