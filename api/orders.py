@@ -6,7 +6,8 @@ import hashlib
 import json
 import secrets
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -60,13 +61,21 @@ class _OrderCreationRoute(APIRoute):
             try:
                 return await handle(request)
             except OperationalError as failure:
-                raise ApiProblem(
-                    504,
-                    "the database is unavailable, so whether the order was made is not known: "
-                    "send the same request again, with the same Idempotency-Key",
-                ) from failure
+                raise ApiProblem(504, _unknown_whether_made(request)) from failure
 
         return handle_outage
+
+
+def _unknown_whether_made(request: Request) -> str:
+    unknown = "the database is unavailable, so whether the order was made is not known: "
+    if request.headers.get("Idempotency-Key"):
+        return unknown + "send the same request again, with the same Idempotency-Key"
+    # Without a key the same request again makes another order: the reservation tells whether
+    # this one was made.
+    return unknown + (
+        "look for it in GET /v1/reservations/{reservation_id} before making another "
+        "(a request with an Idempotency-Key can simply be sent again)"
+    )
 
 
 router = APIRouter(prefix="/v1", tags=["orders"])
@@ -103,7 +112,8 @@ ERRORS: dict[int | str, dict[str, object]] = {
         503: {"model": Problem, "description": "The gateway or Temporal is unavailable"},
         504: {
             "model": Problem,
-            "description": "Whether the order was made is not known: send the same request again",
+            "description": "Whether the order was made is not known: send the same request "
+            "again with the same Idempotency-Key, or, without one, look at the reservation",
         },
     },
 )
@@ -268,14 +278,16 @@ async def cancel_order(order_id: OrderId, state: State, _: ClientIdentity) -> Or
     handle = state.temporal.get_workflow_handle(order_workflow_id(order_id))
     try:
         with reaching_temporal("the order was not cancelled"):
-            await handle.execute_update(OrderWorkflow.cancel)
+            ended: OrderStatus = await handle.execute_update(OrderWorkflow.cancel)
+        done: str | None = f"the order ended {ended}"
     except WorkflowUpdateFailedError as failure:
         raise ApiProblem(409, failure_reason(failure)) from failure
     except RPCError as failure:
         if not is_not_found(failure):
             raise
         # Its saga ended between our read and the update: the row says how.
-    with transaction(state.engine) as session:
+        done = None
+    with _shown_after(order_id, done), transaction(state.engine) as session:
         return order_public(
             session,
             known_order(session, order_id),
@@ -321,6 +333,7 @@ async def start_payment(
             raise _unknown(order_id)
     settings = state.settings
     price = order.days * to_cents(settings.price_per_day)
+    done: str | None = None
     if order.payment == PaymentTiming.DEFERRED:
         handle = state.temporal.get_workflow_handle(order_workflow_id(order_id))
         try:
@@ -330,6 +343,7 @@ async def start_payment(
                     PaymentStart(order_id=order_id, amount_cents=price),
                     rpc_timeout=timedelta(seconds=settings.payment_create_timeout_seconds + 10),
                 )
+            done = "the order's payment is made (pressing Pay again answers its QR code)"
         except WorkflowUpdateFailedError as failure:
             cause = failure.cause
             if isinstance(cause, ApplicationError) and cause.type == "PaymentNotCreated":
@@ -339,7 +353,7 @@ async def start_payment(
             if not is_not_found(failure):
                 raise
             # Its saga has ended: the order with it, as its row says next.
-    with transaction(state.engine) as session:
+    with _shown_after(order_id, done), transaction(state.engine) as session:
         order = known_order(session, order_id)
         if order.status != OrderStatus.PENDING or order.qr_code is None:
             reason = order.status_reason or f"it is {order.status}"
@@ -347,6 +361,22 @@ async def start_payment(
                 f"this order can no longer be paid: {reason}", price, settings.currency
             )
         return order_public(session, order, public_base_url=settings.public_base_url)
+
+
+@contextmanager
+def _shown_after(order_id: str, done: str | None) -> Iterator[None]:
+    """Reading the order back once `done` (None: nothing was done): a database gone meanwhile
+    must not be answered as the usual "nothing was changed", which would be untrue."""
+    try:
+        yield
+    except OperationalError as failure:
+        if done is None:
+            raise
+        raise ApiProblem(
+            503,
+            f"{done}, but the database is unavailable to show it: "
+            f"GET /v1/orders/{order_id} again shortly",
+        ) from failure
 
 
 def _not_payable(reason: str, price_cents: int, currency: str) -> ApiProblem:

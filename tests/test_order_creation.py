@@ -1,6 +1,7 @@
 """`POST /v1/orders` keeps its promise — a 503 means that no order was made, nor ever will be —
-where the chaos drill (`make chaos`) found it broken: a real worker and the sandbox on
-PostgreSQL, the API reaching the same database through a relay that can be cut."""
+where the chaos drill (`make chaos`) found it broken, and a cancel or a Pay carried out as the
+database falls away says so: a real worker and the sandbox on PostgreSQL, the API reaching the
+same database through a relay that can be cut."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from tests.servers import serving
 
 API_KEY = "psk_test_order_creation"
 PRECREATE = "alipay.trade.precreate"
+CLOSE = "alipay.trade.close"
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +52,12 @@ class Shop:
     relay: TcpProxy
     engine: Engine
 
-    async def post(self, key: str) -> httpx.Response:
-        body = {"reservation_id": f"room-{key}", "days": 1, "gateway": "alipay"}
-        return await self.http.post("/v1/orders", json=body, headers={"Idempotency-Key": key})
+    async def post(
+        self, key: str, *, idempotent: bool = True, payment: str = "immediate"
+    ) -> httpx.Response:
+        body = {"reservation_id": f"room-{key}", "days": 1, "gateway": "alipay", "payment": payment}
+        headers = {"Idempotency-Key": key} if idempotent else {}
+        return await self.http.post("/v1/orders", json=body, headers=headers)
 
     async def until_failed(self, method: str) -> None:
         """Once the sandbox has failed a call of `method`: the saga will ask again later."""
@@ -114,6 +119,8 @@ async def test_an_order_made_as_the_database_falls_away_is_answered_504_then_its
         outage = await posted
         # Asked again during the outage, the API cannot read the key's order either.
         still_out = await our.post("outage")
+        # Without a key the same request again would make another order: not what to do.
+        keyless = await our.post("outage", idempotent=False)
         our.relay.start()
         again = await our.post("outage")
         made = our.reservation("outage")
@@ -121,6 +128,9 @@ async def test_an_order_made_as_the_database_falls_away_is_answered_504_then_its
     # The saga made the order: the API cannot say so, and must not say that it did not.
     assert outage.status_code == still_out.status_code == 504, (outage.text, still_out.text)
     assert "same Idempotency-Key" in outage.json()["detail"]
+    assert keyless.status_code == 504, keyless.text
+    assert "GET /v1/reservations/" in keyless.json()["detail"]
+    assert "same Idempotency-Key" not in keyless.json()["detail"]
     assert made is not None and made.payable_order_id is not None
     assert again.status_code == 201, again.text
     assert again.json()["order_id"] == made.payable_order_id
@@ -148,3 +158,47 @@ async def test_a_breakers_refusal_is_the_one_verdict_on_an_order_being_made_mean
     assert [answer.status_code for answer in answers] == [503, 503], [a.text for a in answers]
     assert "alipay is failing" in second.json()["detail"]
     assert made is None or made.payable_order_id is None
+
+
+async def test_a_cancel_done_as_the_database_falls_away_says_it_was_done(
+    env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    async with shop(env, tmp_path) as our:
+        made = await our.post("cancelled")
+        order = f"/v1/orders/{made.json()['order_id']}"
+        # Closing the trade takes the saga a second try; the API loses the database meanwhile,
+        # so it cannot read the cancelled order back.
+        await our.rig.sandbox.faults(fail_methods={CLOSE: 1})
+        cancelling = asyncio.create_task(our.http.post(f"{order}/cancel"))
+        await our.until_failed(CLOSE)
+        our.relay.cut()
+        cancelled = await cancelling
+        our.relay.start()
+        shown = await our.http.get(order)
+
+    assert made.status_code == 201, made.text
+    assert cancelled.status_code == 503, cancelled.text
+    assert cancelled.json()["detail"].startswith("the order ended cancelled, but the database")
+    assert shown.json()["status"] == "cancelled"
+
+
+async def test_a_payment_made_as_the_database_falls_away_says_it_was_made(
+    env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    async with shop(env, tmp_path) as our:
+        quoted = await our.post("pay", payment="deferred")
+        order = f"/v1/orders/{quoted.json()['order_id']}"
+        # Making the trade takes the saga a second try; the API loses the database meanwhile.
+        await our.rig.sandbox.faults(fail_methods={PRECREATE: 1})
+        paying = asyncio.create_task(our.http.post(f"{order}/payment"))
+        await our.until_failed(PRECREATE)
+        our.relay.cut()
+        paid = await paying
+        our.relay.start()
+        again = await our.http.post(f"{order}/payment")
+
+    assert quoted.status_code == 201, quoted.text
+    assert paid.status_code == 503, paid.text
+    assert paid.json()["detail"].startswith("the order's payment is made")
+    assert again.status_code == 200, again.text
+    assert again.json()["qr_code"] is not None
