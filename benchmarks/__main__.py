@@ -55,7 +55,7 @@ from benchmarks.order_flow import (
     trades_paid_unnotified,
 )
 from core.settings import Settings
-from paysaga.dev import wait_for_port
+from paysaga.dev import interrupt_on_sigterm, wait_for_port
 from paysaga.worker import DATABASE_THREADS
 from stack.databases import own_database_url
 from stack.ports import free_port
@@ -267,6 +267,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=9)
     parser.add_argument("--summary", type=Path, default=SUMMARY)
     args = parser.parse_args()
+    interrupt_on_sigterm()
     with (
         tempfile.TemporaryDirectory() as home,
         own_database_url(args.database, Path(home), purpose="bench") as url,

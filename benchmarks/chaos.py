@@ -45,6 +45,7 @@ from benchmarks.chaos_load import App, FaultsFired, Journal, plan_stories, run_l
 from core.contracts import Reconciliation, ReconciliationReport
 from core.settings import Settings
 from paysaga.demo import print_table
+from paysaga.dev import interrupt_on_sigterm
 from stack.databases import LOCAL_POSTGRES_URL, own_database_url
 from stack.system import API_KEY, TASK_QUEUE, System, running_system
 from workflows.reconcile import ReconcileWorkflow
@@ -313,6 +314,7 @@ def main() -> None:
     parser.add_argument("--load-seconds", type=float, default=Drill.load_seconds)
     parser.add_argument("--payment-timeout", type=int, default=Drill.payment_timeout_seconds)
     args = parser.parse_args()
+    interrupt_on_sigterm()
     report = run_chaos(
         Drill(
             orders=args.orders,

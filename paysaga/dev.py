@@ -153,6 +153,12 @@ def port_in_use(host: str, port: int) -> bool:
         return probe.connect_ex((host, port)) == 0
 
 
+def interrupt_on_sigterm() -> None:
+    """`kill`, docker and CI stop a process with SIGTERM: unwind then as on Ctrl-C, so that
+    whatever it started is stopped too, not left running without it."""
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -188,8 +194,7 @@ def run_dev(settings: Settings) -> int:
         )
         return 1
     supervisor = Supervisor(env={**os.environ, "PAYSAGA_HOME": str(home)}, log_dir=home / "logs")
-    # `kill`, docker and CI stop us with SIGTERM: stop the children then too, as on Ctrl-C.
-    signal.signal(signal.SIGTERM, _interrupt)
+    interrupt_on_sigterm()
     try:
         supervisor.start(
             "temporal",
