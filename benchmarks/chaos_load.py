@@ -317,7 +317,7 @@ def _detail(answer: httpx.Response) -> str:
         detail = str(answer.json()["detail"])
     except (ValueError, KeyError):
         detail = answer.text
-    return re.sub(r"\b\w*[0-9a-f]{12,}\w*\b", "…", detail)[:80]
+    return re.sub(r"\b\w*[0-9a-f]{12,}\w*\b", "…", detail)[:160]
 
 
 def _turned(urls: list[str]) -> list[str]:

@@ -59,6 +59,18 @@ class Shop:
         headers = {"Idempotency-Key": key} if idempotent else {}
         return await self.http.post("/v1/orders", json=body, headers=headers)
 
+    async def posted_across_outage(self, path: str, *, failing: str) -> httpx.Response:
+        """POST `path`, whose saga's first call of `failing` at the gateway fails: the API loses
+        the database while the saga tries again, and has it back once it has answered."""
+        await self.rig.sandbox.faults(fail_methods={failing: 1})
+        posting = asyncio.create_task(self.http.post(path))
+        await self.until_failed(failing)
+        self.relay.cut()
+        try:
+            return await posting
+        finally:
+            self.relay.start()
+
     async def until_failed(self, method: str) -> None:
         """Once the sandbox has failed a call of `method`: the saga will ask again later."""
         url = f"{self.rig.sandbox.url}/sandbox/faults/fired"
@@ -166,14 +178,8 @@ async def test_a_cancel_done_as_the_database_falls_away_says_it_was_done(
     async with shop(env, tmp_path) as our:
         made = await our.post("cancelled")
         order = f"/v1/orders/{made.json()['order_id']}"
-        # Closing the trade takes the saga a second try; the API loses the database meanwhile,
-        # so it cannot read the cancelled order back.
-        await our.rig.sandbox.faults(fail_methods={CLOSE: 1})
-        cancelling = asyncio.create_task(our.http.post(f"{order}/cancel"))
-        await our.until_failed(CLOSE)
-        our.relay.cut()
-        cancelled = await cancelling
-        our.relay.start()
+        # The API cannot read the cancelled order back.
+        cancelled = await our.posted_across_outage(f"{order}/cancel", failing=CLOSE)
         shown = await our.http.get(order)
 
     assert made.status_code == 201, made.text
@@ -188,13 +194,8 @@ async def test_a_payment_made_as_the_database_falls_away_says_it_was_made(
     async with shop(env, tmp_path) as our:
         quoted = await our.post("pay", payment="deferred")
         order = f"/v1/orders/{quoted.json()['order_id']}"
-        # Making the trade takes the saga a second try; the API loses the database meanwhile.
-        await our.rig.sandbox.faults(fail_methods={PRECREATE: 1})
-        paying = asyncio.create_task(our.http.post(f"{order}/payment"))
-        await our.until_failed(PRECREATE)
-        our.relay.cut()
-        paid = await paying
-        our.relay.start()
+        # The API cannot read the order with its trade back.
+        paid = await our.posted_across_outage(f"{order}/payment", failing=PRECREATE)
         again = await our.http.post(f"{order}/payment")
 
     assert quoted.status_code == 201, quoted.text
