@@ -39,6 +39,7 @@ class PaymentActivities:
                 amount_cents=request.amount_cents,
                 subject=request.subject,
                 expires_at=request.expires_at,
+                notify_url=request.notify_url,
             )
         )
 

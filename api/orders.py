@@ -181,6 +181,7 @@ async def create_order(
         quote_ttl_seconds=settings.quote_ttl_seconds,
         checkout_token=secrets.token_urlsafe(CHECKOUT_TOKEN_BYTES),
         return_url=body.return_url,
+        notify_url=settings.notify_url(gateway),
     )
     start = WithStartWorkflowOperation(
         OrderWorkflow.run,

@@ -45,6 +45,10 @@ class OrderRequest(Contract):
     quote_ttl_seconds: int = 0
     checkout_token: str | None = None
     return_url: str | None = None
+    # Where the gateway notifies the order's payments, fixed when the order is taken: every
+    # attempt to make its trade sends the same (WeChat Pay refuses an order placed again with
+    # another notify_url). Sagas started before carry none: the worker's own is used.
+    notify_url: str | None = None
 
 
 class ClaimRequest(Contract):
@@ -67,6 +71,8 @@ class PaymentRequest(Contract):
     amount_cents: int
     subject: str
     expires_at: datetime
+    # None: the notify_url the worker is configured with.
+    notify_url: str | None = None
 
 
 class PaymentInstructions(Contract):

@@ -86,9 +86,16 @@ class AlipayClient:
         self._http = http
 
     async def precreate(
-        self, *, out_trade_no: str, amount: Decimal, subject: str, time_expire: datetime
+        self,
+        *,
+        out_trade_no: str,
+        amount: Decimal,
+        subject: str,
+        time_expire: datetime,
+        notify_url: str | None = None,
     ) -> str:
-        """Create (or, for the same out_trade_no, get again) the trade's QR code content."""
+        """Create (or, for the same out_trade_no, get again) the trade's QR code content; its
+        payment is notified to `notify_url`, or to the one configured if None."""
         biz = {
             "out_trade_no": out_trade_no,
             "total_amount": format_amount(amount),
@@ -98,7 +105,7 @@ class AlipayClient:
         if self._config.seller_id is not None:
             # Pins the payee to the seller that notifications are checked against.
             biz["seller_id"] = self._config.seller_id
-        answer = await self._call("alipay.trade.precreate", biz)
+        answer = await self._call("alipay.trade.precreate", biz, notify_url=notify_url)
         return answer.required("qr_code")
 
     async def query(self, *, out_trade_no: str) -> TradeState:
@@ -145,13 +152,17 @@ class AlipayClient:
             refund_amount=answer.optional_amount("refund_amount"),
         )
 
-    async def _call(self, method: str, biz: Mapping[str, str]) -> _Answer:
-        body = await self._post(method, self._signed_request(method, biz))
+    async def _call(
+        self, method: str, biz: Mapping[str, str], *, notify_url: str | None = None
+    ) -> _Answer:
+        body = await self._post(method, self._signed_request(method, biz, notify_url))
         answer = _read_answer(method, body, self._config.alipay_public_key)
         answer.check_echoes(biz)
         return answer
 
-    def _signed_request(self, method: str, biz: Mapping[str, str]) -> dict[str, str]:
+    def _signed_request(
+        self, method: str, biz: Mapping[str, str], notify_url: str | None
+    ) -> dict[str, str]:
         params = {
             "app_id": self._config.app_id,
             "method": method,
@@ -160,7 +171,7 @@ class AlipayClient:
             "sign_type": "RSA2",
             "timestamp": format_time(datetime.now(UTC)),
             "version": "1.0",
-            "notify_url": self._config.notify_url,
+            "notify_url": notify_url or self._config.notify_url,
             "biz_content": json.dumps(biz, ensure_ascii=False, separators=(",", ":")),
         }
         return alipay_signing.sign_params(params, self._config.app_private_key)
@@ -198,13 +209,20 @@ class AlipayGateway:
         self._client = client
 
     async def create_qr_payment(
-        self, *, out_trade_no: str, amount_cents: int, subject: str, expires_at: datetime
+        self,
+        *,
+        out_trade_no: str,
+        amount_cents: int,
+        subject: str,
+        expires_at: datetime,
+        notify_url: str | None = None,
     ) -> str:
         return await self._client.precreate(
             out_trade_no=out_trade_no,
             amount=to_amount(amount_cents),
             subject=subject,
             time_expire=expires_at,
+            notify_url=notify_url,
         )
 
     async def query(self, *, out_trade_no: str) -> GatewayTrade:

@@ -60,7 +60,13 @@ class Breaker:
         self.is_open = False
 
     async def create_qr_payment(
-        self, *, out_trade_no: str, amount_cents: int, subject: str, expires_at: datetime
+        self,
+        *,
+        out_trade_no: str,
+        amount_cents: int,
+        subject: str,
+        expires_at: datetime,
+        notify_url: str | None = None,
     ) -> str:
         return await self._watch(
             self._gateway.create_qr_payment(
@@ -68,6 +74,7 @@ class Breaker:
                 amount_cents=amount_cents,
                 subject=subject,
                 expires_at=expires_at,
+                notify_url=notify_url,
             )
         )
 

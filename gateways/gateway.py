@@ -43,9 +43,16 @@ class PaymentGateway(Protocol):
     """The calls paysaga makes to one gateway. Transient failures raise GatewayUnavailable."""
 
     async def create_qr_payment(
-        self, *, out_trade_no: str, amount_cents: int, subject: str, expires_at: datetime
+        self,
+        *,
+        out_trade_no: str,
+        amount_cents: int,
+        subject: str,
+        expires_at: datetime,
+        notify_url: str | None = None,
     ) -> str:
-        """The QR code's content; asking again for the same trade answers the same code."""
+        """The QR code's content; asking again for the same trade answers the same code.
+        Payments are notified to `notify_url`, or to the one configured if None."""
         ...
 
     async def query(self, *, out_trade_no: str) -> GatewayTrade:

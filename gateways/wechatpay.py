@@ -89,12 +89,19 @@ class WechatPayClient:
         self._http = http
 
     async def create_qr_payment(
-        self, *, out_trade_no: str, amount_cents: int, subject: str, expires_at: datetime
+        self,
+        *,
+        out_trade_no: str,
+        amount_cents: int,
+        subject: str,
+        expires_at: datetime,
+        notify_url: str | None = None,
     ) -> str:
         """The `code_url` to show as a QR code.
 
         WeChat Pay takes the same order again only with the same parameters (a changed
-        `time_expire` is refused); paysaga's retries send the same, all drawn from the order.
+        `time_expire` or `notify_url` is refused); paysaga's retries send the same, all drawn
+        from the order.
         """
         answer = await self._call(
             "wechatpay.native",
@@ -106,7 +113,7 @@ class WechatPayClient:
                 "description": subject[:DESCRIPTION_MAX],
                 "out_trade_no": out_trade_no,
                 "time_expire": format_time(expires_at),
-                "notify_url": self._config.notify_url,
+                "notify_url": notify_url or self._config.notify_url,
                 "amount": {"total": amount_cents, "currency": CURRENCY},
             },
         )

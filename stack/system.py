@@ -160,8 +160,9 @@ def running_system(
     supervisor = Supervisor(env=base_env, log_dir=home / "logs")
     settings = Settings(home=home, sandbox_url=sandbox_url)
     commands: dict[str, tuple[str, dict[str, str]]] = {}
-    # Each worker builds notify_url from one of the APIs, so notifications reach them all;
-    # each serves its SDK metrics on a port of its own.
+    # A payment is notified to the API that took its order; each worker's own notify_url
+    # (Alipay's refund notices) points at one of the APIs, so that they reach them all. Each
+    # worker serves its SDK metrics on a port of its own.
     for n in range(workers):
         commands[f"worker-{n}"] = (
             "worker",

@@ -556,6 +556,7 @@ class OrderWorkflow:
                 amount_cents=request.amount_cents,
                 subject=subject,
                 expires_at=expires_at,
+                notify_url=request.notify_url,
             ),
             summary=f"create the payment at {request.gateway}",
             start_to_close_timeout=timedelta(seconds=10),
