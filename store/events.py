@@ -110,8 +110,9 @@ def _refuse_unseen_changes(state: ORMExecuteState) -> None:
     # Only statements on the recorded tables are compiled to see what they insert.
     if not isinstance(statement, UpdateBase) or name not in RECORDED_TABLES:
         return
-    dialect = state.session.get_bind().dialect
-    inserted = statement.compile(dialect=dialect).params if isinstance(statement, Insert) else None
+    inserted = None
+    if isinstance(statement, Insert):
+        inserted = statement.compile(dialect=state.session.get_bind().dialect).params
     refuse_unrecorded(name, inserted=inserted)
 
 

@@ -26,8 +26,11 @@ def refuse_unrecorded(table: str, *, inserted: Collection[str] | None) -> None:
     a session flushes, so the statement's would go without their events. `inserted` is the
     columns an INSERT sets (None for an UPDATE or DELETE): a new reservation without a validity
     is neither activated nor extended, and tells nothing."""
-    new_reservation = table == Reservation.__tablename__ and inserted is not None
-    if new_reservation and "valid_until" not in (inserted or ()):
+    if (
+        table == Reservation.__tablename__
+        and inserted is not None
+        and "valid_until" not in inserted
+    ):
         return
     if table in RECORDED_TABLES:
         raise UnrecordedChange(
