@@ -6,12 +6,15 @@ decisions, supersession). Nothing is written twice to tell it."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from pydantic import BaseModel
 from sqlalchemy.engine import Engine
+from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import EventType
+from temporalio.api.failure.v1 import Failure
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
@@ -30,6 +33,8 @@ from store.db import transaction
 from store.models import CallbackAttempt, Order, RefundStatus
 
 Source = Literal["order", "notification", "saga", "gateway", "refund", "operator"]
+# The SDK's record, in a saga's history, of a local activity it ran.
+LOCAL_ACTIVITY_MARKER = "core_local_activity"
 # What each step of a saga did, said once it is known.
 GATEWAY_STEPS = {"create_payment", "check_trade", "close_trade", "refund_payment", "confirm_refund"}
 
@@ -186,26 +191,30 @@ async def _saga_steps(temporal: Client, workflow_id: str) -> list[TimelineEntry]
         elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
             completed = event.activity_task_completed_event_attributes
             name, summary = scheduled[completed.scheduled_event_id]
-            detail = await _result(temporal, name, list(completed.result.payloads))
-            if detail is not None:
-                tries = attempts.get(completed.scheduled_event_id, 1)
-                if tries > 1:
-                    detail += f" (after {tries} attempts)"
-                source: Source = "gateway" if name in GATEWAY_STEPS else "saga"
-                entries.append(TimelineEntry(at=at, source=source, event=summary, detail=detail))
+            tries = attempts.get(completed.scheduled_event_id, 1)
+            step = _Step(at, name, summary, tries)
+            entries += await step.done(temporal, list(completed.result.payloads))
         elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED:
             failed = event.activity_task_failed_event_attributes
             name, summary = scheduled[failed.scheduled_event_id]
-            failure = await converter.decode_failure(failed.failure)
             tries = attempts.get(failed.scheduled_event_id, 1)
-            entries.append(
-                TimelineEntry(
-                    at=at,
-                    source="gateway" if name in GATEWAY_STEPS else "saga",
-                    event=summary,
-                    detail=f"failed after {tries} attempts: {failure}",
-                )
-            )
+            entries.append(await _Step(at, name, summary, tries).failed(temporal, failed.failure))
+        elif event.marker_recorded_event_attributes.marker_name == LOCAL_ACTIVITY_MARKER:
+            # A step run within the saga's workflow task: its marker holds the SDK's note of it
+            # (type, attempt, when it began), its result or its failure. The marker is written
+            # only with the task, after whatever the step did, so the step is told when it began
+            # (the note's completion time, as temporalio 1.35 writes it, comes before that).
+            marker = event.marker_recorded_event_attributes
+            [note] = await converter.decode(list(marker.details["data"].payloads), [dict])
+            name, began = str(note["activity_type"]), note.get("original_schedule_time")
+            if began:
+                at = datetime.fromtimestamp(began["seconds"], UTC)
+                at += timedelta(microseconds=began["nanos"] // 1000)
+            step = _Step(at, name, await _summary(temporal, event) or name, int(note["attempt"]))
+            if marker.HasField("failure"):
+                entries.append(await step.failed(temporal, marker.failure))
+            else:
+                entries += await step.done(temporal, list(marker.details["result"].payloads))
         elif event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
             signal = event.workflow_execution_signaled_event_attributes.signal_name
             told = {"supersede": "told it was superseded", "payment_notified": "handed a payment"}
@@ -224,6 +233,38 @@ async def _saga_steps(temporal: Client, workflow_id: str) -> list[TimelineEntry]
     return entries
 
 
+@dataclass(frozen=True)
+class _Step:
+    """A step a saga ran (an activity, remote or local), as the story tells it."""
+
+    at: datetime
+    name: str
+    summary: str
+    tries: int
+
+    @property
+    def source(self) -> Source:
+        return "gateway" if self.name in GATEWAY_STEPS else "saga"
+
+    async def done(self, temporal: Client, result: list[Payload]) -> list[TimelineEntry]:
+        """What it came to, if worth a line."""
+        detail = await _result(temporal, self.name, result)
+        if detail is None:
+            return []
+        if self.tries > 1:
+            detail += f" (after {self.tries} attempts)"
+        return [TimelineEntry(at=self.at, source=self.source, event=self.summary, detail=detail)]
+
+    async def failed(self, temporal: Client, failure: Failure) -> TimelineEntry:
+        error = await temporal.data_converter.decode_failure(failure)
+        return TimelineEntry(
+            at=self.at,
+            source=self.source,
+            event=self.summary,
+            detail=f"failed after {self.tries} attempts: {error}",
+        )
+
+
 async def _summary(temporal: Client, event: HistoryEvent) -> str | None:
     if not event.user_metadata.HasField("summary"):
         return None  # scheduled by a saga from before steps had summaries
@@ -231,17 +272,17 @@ async def _summary(temporal: Client, event: HistoryEvent) -> str | None:
     return str(summary)
 
 
-async def _result(temporal: Client, step: str, payloads: list[object]) -> str | None:
+async def _result(temporal: Client, step: str, payloads: list[Payload]) -> str | None:
     """What a completed step came to, in words; None for steps not worth a line."""
     decode = temporal.data_converter.decode
     if step in ("check_trade", "close_trade"):
-        [check] = await decode(payloads, [TradeCheck])  # type: ignore[arg-type]
+        [check] = await decode(payloads, [TradeCheck])
         assert isinstance(check, TradeCheck)
         if check.payment is None:
             return "not paid" if step == "check_trade" else "closed unpaid"
         return f"paid: trade {check.payment.trade_no}, {format_amount(check.payment.amount_cents)}"
     if step == "settle_payment":
-        [settlement] = await decode(payloads, [Settlement])  # type: ignore[arg-type]
+        [settlement] = await decode(payloads, [Settlement])
         assert isinstance(settlement, Settlement)
         if settlement.refund is not None:
             return f"to be refunded: {settlement.refund.reason or 'the order may not be paid'}"

@@ -1,9 +1,10 @@
 """The engine's baseline: bare workflows of the order saga's shape on the same Temporal server.
 
-A paid order's saga runs three activities (create the payment, claim the reservation, settle
-the payment), answers one update (the API's update-with-start, which waits for the QR code) and
-takes one signal (the payment). The bare workflow does the same with no-op activities, so what
-it costs is Temporal's alone. Its worker runs as a process of its own, as ours do:
+A paid order's saga runs three activities (create the payment and claim the reservation, both
+local, in its first workflow task; settle the payment), answers one update (the API's
+update-with-start, which waits for the QR code) and takes one signal (the payment). The bare
+workflow does the same with no-op activities of the same kinds, so what it costs is Temporal's
+alone. Its worker runs as a process of its own, as ours do:
 
     python -m benchmarks.engine TEMPORAL_ADDRESS TASK_QUEUE
 """
@@ -55,10 +56,10 @@ class BareOrderWorkflow:
 
     @workflow.run
     async def run(self, started_at: float) -> float:
-        to_first_activity: float = await workflow.execute_activity(
+        to_first_activity: float = await workflow.execute_local_activity(
             create_payment, started_at, start_to_close_timeout=STEP
         )
-        await workflow.execute_activity(claim_reservation, start_to_close_timeout=STEP)
+        await workflow.execute_local_activity(claim_reservation, start_to_close_timeout=STEP)
         self._ready = True
         await workflow.wait_condition(lambda: self._paid)
         await workflow.execute_activity(settle_payment, start_to_close_timeout=STEP)

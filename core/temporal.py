@@ -20,7 +20,7 @@ from pathlib import Path
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
-from temporalio.exceptions import ActivityError, FailureError
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 from temporalio.runtime import Runtime
 from temporalio.service import TLSConfig
 
@@ -91,8 +91,10 @@ def _read(setting: str, path: Path | None) -> bytes | None:
         raise SettingsError(f"{setting}: cannot read {path}: {failure.strerror}") from failure
 
 
-def failure_reason(failure: ActivityError | WorkflowUpdateFailedError) -> str:
+def failure_reason(failure: ActivityError | ApplicationError | WorkflowUpdateFailedError) -> str:
     """What went wrong, in the words of the step that failed (its ApplicationError's message)
-    rather than Temporal's wrapper around it."""
+    rather than Temporal's wrapper around it (a local activity's own error comes unwrapped)."""
+    if isinstance(failure, ApplicationError):
+        return failure.message
     cause = failure.cause
     return cause.message if isinstance(cause, FailureError) else str(failure)

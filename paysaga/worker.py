@@ -36,6 +36,7 @@ from temporalio.runtime import (
 )
 from temporalio.worker import Worker
 
+from activities.local_budget import LocalStepBudget
 from activities.orders import OrderActivities
 from activities.payments import PaymentActivities
 from activities.sagas import SagaActivities
@@ -108,6 +109,8 @@ def build_worker(
             payment_activities.confirm_refund,
         ],
         activity_executor=executor,
+        # The order saga's creation steps run as local activities.
+        interceptors=[LocalStepBudget()],
         # Time for the activities in hand to finish when the worker is asked to stop.
         graceful_shutdown_timeout=timedelta(seconds=10),
     )

@@ -882,10 +882,11 @@ async def test_an_orders_story_is_told_and_operators_act_through_their_door(
     told = [(entry["source"], entry["event"], entry["detail"]) for entry in story["entries"]]
     events = [event for _, event, _ in told]
     # The saga creates the payment, then makes the order with it.
-    assert told[:3] == [
+    assert told[:4] == [
         ("saga", f"OrderWorkflow order-{old['order_id']} began", None),
         ("gateway", "create the payment at alipay", "QR code issued"),
-        ("order", "created, its QR code issued", told[2][2]),
+        ("saga", f"claim reservation {room}", "reservation claimed"),
+        ("order", "created, its QR code issued", told[3][2]),
     ]
     assert f"superseded by {new['order_id']}" in events
     assert any(source == "gateway" and event.startswith("close trade") for source, event, _ in told)

@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
-from temporalio.client import WorkflowHandle
+from temporalio.client import WithStartWorkflowOperation, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.testing import WorkflowEnvironment
 
 from core.contracts import OrderOutcome, OrderRequest, PaymentNotice
@@ -299,6 +300,46 @@ async def test_gateway_failures_are_retried_and_a_refund_still_happens_once(
     assert (await rig.sandbox.armed_faults())["fail_methods"][REFUND[gateway]] == 0
     trade = await rig.sandbox.trade(f"ord_flaky_old_{gateway}")
     assert trade["refunded_amount"] == "29.70" and len(trade["refunds"]) == 1
+
+
+async def test_a_gateway_that_cannot_create_the_payment_in_time_leaves_nothing_made(
+    env: WorkflowEnvironment, rig: Rig, gateway: Gateway
+) -> None:
+    # Every attempt fails at once. The step must still end at the creation deadline: the
+    # API's 503 waits for it, and an order whose payment cannot be made must never be made.
+    order_id = f"ord_uncreatable_{gateway}"
+    await rig.sandbox.faults(fail_methods={CREATE[gateway]: 1000}, fail_mode="http_503")
+    request = order_request(
+        order_id,
+        reservation=f"room-uncreatable-{gateway}",
+        gateway=gateway,
+        payment_create_timeout_seconds=3,
+    )
+    # Asked as the API asks: the update that waits for the QR code starts the saga.
+    start = WithStartWorkflowOperation(
+        OrderWorkflow.run,
+        request,
+        id=order_workflow_id(order_id),
+        task_queue=rig.task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+    )
+    with env.auto_time_skipping_disabled():
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await asyncio.wait_for(
+                env.client.execute_update_with_start_workflow(
+                    OrderWorkflow.payment_instructions, start_workflow_operation=start
+                ),
+                30,
+            )
+        outcome = await asyncio.wait_for((await start.workflow_handle()).result(), 30)
+    assert "could not create the payment" in str(refused.value.cause)
+    assert outcome.status == OrderStatus.CANCELLED
+    # It was tried again and again, and nothing exists of it: no trade, no order, no claim.
+    assert (await rig.sandbox.armed_faults())["fail_methods"][CREATE[gateway]] <= 1000 - 2
+    assert not await rig.sandbox.knows(order_id)
+    with transaction(rig.engine) as session:
+        assert orders.get_order(session, order_id) is None
+        assert orders.get_reservation(session, f"room-uncreatable-{gateway}") is None
 
 
 async def test_a_gateway_refusing_the_close_ends_the_order_flagged_and_refunds_later(

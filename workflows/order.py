@@ -26,6 +26,7 @@ apply: cancel, extend the payment deadline, retry a refused refund, resolve a fl
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -61,6 +62,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.steps import (
         DATABASE_STEP,
         GATEWAY_STEP,
+        LOCAL_STEP_FAILURES,
         Settled,
         refund,
         refused_for_good,
@@ -82,12 +84,20 @@ NEWS_PAST_DEADLINE = "news-past-deadline"
 # Sagas from this change on ask that last word also when the late-payment horizon comes before
 # it (earlier ones stopped watching at the horizon without asking).
 LAST_WORD_AT_HORIZON = "last-word-at-horizon"
+# Sagas from this change on create the payment and claim the reservation as local activities,
+# within the workflow task that asks for them: the API's answer waits for one workflow task
+# instead of three, and the server keeps no task of its own for either step.
+LOCAL_CREATION_STEPS = "local-creation-steps"
 UNPAID_ENDINGS = (OrderStatus.SUPERSEDED, OrderStatus.EXPIRED, OrderStatus.CANCELLED)
 # After the trade's expiry, this long for the gateway's clock and books to agree that it is over.
 LAST_WORD_DELAY = timedelta(seconds=30)
-# Claiming is one short database transaction: a worker lost in the middle of it is given up on
-# after this, and the claim retried elsewhere within the creation budget.
-CREATION_STEP_TIMEOUT = timedelta(seconds=5)
+# Claiming is one short database transaction: an attempt that hangs is given up on after this,
+# and the claim tried again within the creation budget.
+CLAIM_TIMEOUT = timedelta(seconds=5)
+CLAIM_RETRY_INTERVAL = timedelta(seconds=1)
+# A gateway may take seconds to make a trade; it too is asked again within the budget.
+GATEWAY_CREATE_TIMEOUT = timedelta(seconds=10)
+GATEWAY_CREATE_RETRY_INTERVAL = timedelta(seconds=2)
 
 
 @workflow.defn
@@ -113,6 +123,7 @@ class OrderWorkflow:
         self._deadline_moved = False
         self._operator_acted = False
         self._operators = False
+        self._local_creation = False
         # A deferred order has no trade until the buyer presses Pay; making it and ending the
         # order unpaid take turns, so that no order ends with a trade it does not know of.
         self._trade_made = request.payment == PaymentTiming.IMMEDIATE
@@ -133,10 +144,11 @@ class OrderWorkflow:
             await workflow.wait_condition(workflow.all_handlers_finished)
             return OrderOutcome(order_id=request.order_id, status=OrderStatus.CANCELLED)
         self._operators = workflow.patched(OPERATORS)
+        self._local_creation = workflow.patched(LOCAL_CREATION_STEPS)
         if request.payment == PaymentTiming.DEFERRED:
             instructions = await self._quote()
         else:
-            expires_at = workflow.now() + timedelta(seconds=request.payment_timeout_seconds)
+            expires_at = self._asked_at() + timedelta(seconds=request.payment_timeout_seconds)
             self._expires_at = self._payable_until = expires_at
             if self._operators:
                 self._payable_until += timedelta(seconds=request.deadline_extension_seconds)
@@ -171,8 +183,10 @@ class OrderWorkflow:
         """
         request = self._request
         try:
-            qr_code = await self._create_payment(self._payable_until, self._subject)
-        except ActivityError as failure:
+            qr_code = await self._create_payment(
+                self._payable_until, self._subject, local=self._local_creation
+            )
+        except LOCAL_STEP_FAILURES as failure:
             self._creation_failure = (
                 f"the payment gateway could not create the payment: {failure_reason(failure)}"
             )
@@ -196,7 +210,7 @@ class OrderWorkflow:
         """A deferred order claims the reservation with a quote and no trade (the buyer's Pay
         makes it: `start_payment`); None if no order was made."""
         request = self._request
-        quote_lapses = workflow.now() + timedelta(seconds=request.quote_ttl_seconds)
+        quote_lapses = self._asked_at() + timedelta(seconds=request.quote_ttl_seconds)
         self._expires_at = self._payable_until = quote_lapses
         claim = await self._claim(
             ClaimRequest(
@@ -218,14 +232,16 @@ class OrderWorkflow:
         reservation_id = self._request.reservation_id
         workflow.set_current_details(f"claiming reservation {reservation_id}")
         try:
-            claim: Claim = await workflow.execute_activity_method(
+            claim: Claim = await self._creation_step(
                 OrderActivities.claim_reservation,
                 claim_request,
                 summary=f"claim reservation {reservation_id}",
-                **self._creation_step(),
+                start_to_close_timeout=CLAIM_TIMEOUT,
+                retry_interval=CLAIM_RETRY_INTERVAL,
+                local=self._local_creation,
             )
             return claim
-        except ActivityError:
+        except LOCAL_STEP_FAILURES:
             made: bool = await workflow.execute_activity_method(
                 OrderActivities.abandon_creation,
                 self._request.order_id,
@@ -254,7 +270,7 @@ class OrderWorkflow:
         await self._supersede(claim.superseded_order_ids)
         subject = f"Reservation {request.reservation_id}: {claim.kind}, {request.days} days"
         try:
-            qr_code = await self._create_payment(expires_at, subject)
+            qr_code = await self._create_payment(expires_at, subject, local=False)
         except ActivityError as failure:
             reason = f"the payment gateway could not create the payment: {failure_reason(failure)}"
             await self._end(OrderStatus.CANCELLED, reason)
@@ -266,6 +282,13 @@ class OrderWorkflow:
             OrderActivities.record_payment_instructions, instructions, **DATABASE_STEP
         )
         return instructions
+
+    def _asked_at(self) -> datetime:
+        """What the order's deadlines run from. A local step is run again, its input worked out
+        anew, when its workflow task is lost (a worker crashed within it): reckoned from the
+        saga's start, the trade is asked for again with the same expiry, as a gateway requires
+        of an order placed again (WeChat Pay refuses one that differs: OUT_TRADE_NO_USED)."""
+        return workflow.info().workflow_start_time if self._local_creation else workflow.now()
 
     def _instructions_of(
         self, kind: OrderKind, qr_code: str | None, expires_at: datetime
@@ -281,16 +304,30 @@ class OrderWorkflow:
             expires_at=expires_at,
         )
 
-    def _creation_step(self) -> dict[str, Any]:
+    async def _creation_step(
+        self,
+        activity: Callable[..., Any],
+        argument: Any,
+        *,
+        summary: str,
+        start_to_close_timeout: timedelta,
+        retry_interval: timedelta,
+        local: bool,
+    ) -> Any:
         """A creation step fits the creation budget: a worker lost in the middle of one is
-        noticed in seconds, and no retry outlives the deadline."""
-        return {
-            "start_to_close_timeout": CREATION_STEP_TIMEOUT,
+        noticed in seconds, and no retry outlives the deadline. It fails with one of
+        LOCAL_STEP_FAILURES."""
+        options: dict[str, Any] = {
+            "summary": summary,
+            "start_to_close_timeout": start_to_close_timeout,
             "schedule_to_close_timeout": max(
                 self._create_deadline - workflow.now(), timedelta(seconds=1)
             ),
-            "retry_policy": RetryPolicy(maximum_interval=timedelta(seconds=1)),
+            "retry_policy": RetryPolicy(maximum_interval=retry_interval),
         }
+        if local:
+            return await workflow.execute_local_activity_method(activity, argument, **options)
+        return await workflow.execute_activity_method(activity, argument, **options)
 
     async def _withdraw_payment(self) -> None:
         """No order was made: close its trade so that nobody can pay it (compensation)."""
@@ -361,7 +398,7 @@ class OrderWorkflow:
         expires_at = workflow.now() + timedelta(seconds=request.payment_timeout_seconds)
         payable_until = expires_at + timedelta(seconds=request.deadline_extension_seconds)
         try:
-            qr_code = await self._create_payment(payable_until, self._subject)
+            qr_code = await self._create_payment(payable_until, self._subject, local=False)
         except ActivityError as failure:
             raise ApplicationError(
                 f"the payment gateway could not create the payment: {failure_reason(failure)}",
@@ -544,11 +581,12 @@ class OrderWorkflow:
 
         await asyncio.gather(*(tell(order_id) for order_id in order_ids))
 
-    async def _create_payment(self, expires_at: datetime, subject: str) -> str:
-        """The QR code; raises ActivityError when the gateway cannot make it in time."""
+    async def _create_payment(self, expires_at: datetime, subject: str, *, local: bool) -> str:
+        """The QR code; raises one of LOCAL_STEP_FAILURES (an ActivityError, if not `local`)
+        when the gateway cannot make it in time."""
         request = self._request
         workflow.set_current_details(f"creating the payment at {request.gateway}")
-        qr_code: str = await workflow.execute_activity_method(
+        qr_code: str = await self._creation_step(
             PaymentActivities.create_payment,
             PaymentRequest(
                 gateway=request.gateway,
@@ -559,11 +597,9 @@ class OrderWorkflow:
                 notify_url=request.notify_url,
             ),
             summary=f"create the payment at {request.gateway}",
-            start_to_close_timeout=timedelta(seconds=10),
-            schedule_to_close_timeout=max(
-                self._create_deadline - workflow.now(), timedelta(seconds=1)
-            ),
-            retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=2)),
+            start_to_close_timeout=GATEWAY_CREATE_TIMEOUT,
+            retry_interval=GATEWAY_CREATE_RETRY_INTERVAL,
+            local=local,
         )
         return qr_code
 

@@ -28,6 +28,9 @@ GATEWAY_STEP: dict[str, Any] = {
     "start_to_close_timeout": timedelta(seconds=20),
     "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=1)),
 }
+# How a step run as a local activity fails: with the activity's own ApplicationError when it
+# raised one (temporalio 1.35 does not wrap it), else, timed out, with an ActivityError.
+LOCAL_STEP_FAILURES = (ActivityError, ApplicationError)
 # Alipay accepts a refund before it has moved the money; ask again until it has.
 REFUND_CONFIRMATION_STEP: dict[str, Any] = {
     "start_to_close_timeout": timedelta(seconds=20),
