@@ -42,6 +42,7 @@ import httpx
 
 from benchmarks.chaos_checks import Books, check, read_books, settle
 from benchmarks.chaos_load import App, FaultsFired, Journal, plan_stories, run_load
+from benchmarks.order_flow import IDLE_CONNECTION_SECONDS
 from core.contracts import Reconciliation, ReconciliationReport
 from core.settings import Settings
 from paysaga.demo import print_table
@@ -123,10 +124,11 @@ def run_chaos(drill: Drill, *, postgres_url: str = LOCAL_POSTGRES_URL) -> ChaosR
 
 async def _drill(system: System, drill: Drill) -> ChaosReport:
     journal = Journal()
-    # A connection idle for a second is not reused: uvicorn closes idle ones after 5 s, and a
-    # request sent on one as it closes fails unanswered, which to a buyer paying would be a
-    # payment neither made nor refused.
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=50, keepalive_expiry=1)
+    # A request that fails unanswered on a connection closing as it is sent would be, to a
+    # buyer paying, a payment neither made nor refused.
+    limits = httpx.Limits(
+        max_connections=200, max_keepalive_connections=50, keepalive_expiry=IDLE_CONNECTION_SECONDS
+    )
     async with httpx.AsyncClient(
         headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60, limits=limits
     ) as http:

@@ -22,6 +22,9 @@ from core.vocabulary import Gateway
 from stack.notifications import Callback, paid_trade_notification
 from stack.system import System
 
+# uvicorn closes a connection left idle for 5 s, and a request sent on one just as it closes
+# fails unanswered: the load never reuses a connection idle for longer than this.
+IDLE_CONNECTION_SECONDS = 1.0
 # How often the business's app looks whether its buyer's order is paid (what the checkout
 # page does by its events stream is once a second); each look is a GET the APIs serve.
 POLL_SECONDS = 0.25
@@ -102,7 +105,8 @@ async def delivered(
     """Deliver every notification to the doors in turn, `concurrency` at a time; each must be
     acknowledged (a 2xx), as the gateway requires before it stops sending. A gateway has its
     own connections: none left idle by earlier phases, which a server may have closed."""
-    async with httpx.AsyncClient(timeout=60) as http:
+    limits = httpx.Limits(keepalive_expiry=IDLE_CONNECTION_SECONDS)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as http:
         return await pipelined(
             len(notifications), concurrency, partial(_deliver, http, doors, notifications)
         )

@@ -109,7 +109,8 @@ def build_worker(
             payment_activities.confirm_refund,
         ],
         activity_executor=executor,
-        # The order saga's creation steps run as local activities.
+        # The saga's creation steps are local activities: without it, one whose attempts fail
+        # would be retried past its budget, for ever.
         interceptors=[LocalStepBudget()],
         # Time for the activities in hand to finish when the worker is asked to stop.
         graceful_shutdown_timeout=timedelta(seconds=10),
