@@ -32,8 +32,12 @@ class _BudgetedAttempts(ActivityInboundInterceptor):
         info = activity.info()
         budget = info.schedule_to_close_timeout
         # Both the schedule time (that of the first attempt) and now are the worker's clock.
-        spent = datetime.now(UTC) - info.scheduled_time
-        if info.is_local and info.attempt > 1 and budget and spent >= budget:
+        if (
+            info.is_local
+            and info.attempt > 1
+            and budget
+            and datetime.now(UTC) - info.scheduled_time >= budget
+        ):
             raise ApplicationError(
                 f"not done in {budget.total_seconds():g} s ({info.attempt - 1} attempts)",
                 type="ScheduleToCloseTimeout",

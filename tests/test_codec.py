@@ -29,6 +29,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from api.app import create_app
+from api.timeline import LOCAL_ACTIVITY_MARKER
 from core.codec import ENCODING, KEY_BYTES, CodecError, EncryptionCodec
 from core.contracts import OrderRequest
 from core.settings import Settings
@@ -54,9 +55,6 @@ ADMIN_KEY = "pak_test_" + "0123456789abcdef" * 2
 NOT_OURS = frozenset({"search_attributes", "header"})
 # The SDK's own record of a `workflow.patched` call, written in clear: the patch's id alone.
 PATCH_MARKER = "core_patch"
-# The SDK's record of a local activity: its own note in clear (the activity's type, attempt and
-# times) and the activity's result, which is ours.
-LOCAL_ACTIVITY_MARKER = "core_local_activity"
 
 
 def order_payload(amount_cents: int = 2970) -> Payload:
@@ -230,6 +228,8 @@ def _ours(event: HistoryEvent) -> Iterator[Payload]:
     if marker.marker_name == PATCH_MARKER:
         return
     if marker.marker_name == LOCAL_ACTIVITY_MARKER:
+        # The SDK's own note in clear (the activity's type, attempt and times), and the
+        # activity's result, which is ours.
         assert set(marker.details) == {"data", "result"}
         yield from marker.details["result"].payloads
         return

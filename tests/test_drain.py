@@ -21,6 +21,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlmodel import select
 
+from api.timeline import LOCAL_ACTIVITY_MARKER
 from core.contracts import OrderRequest
 from core.settings import Settings
 from core.temporal import connect_temporal
@@ -257,7 +258,7 @@ async def test_the_worker_finishes_the_activity_in_hand_then_exits_0(tmp_path: P
     done = [
         json.loads(marker.details["data"].payloads[0].data)["activity_type"]
         for marker in (event.marker_recorded_event_attributes for event in history.events)
-        if marker.marker_name == "core_local_activity" and not marker.HasField("failure")
+        if marker.marker_name == LOCAL_ACTIVITY_MARKER and not marker.HasField("failure")
     ]
     assert done == ["create_payment", "claim_reservation"]
     assert any(line["logger"] == "paysaga" for line in json_lines(tmp_path / "logs" / "worker.log"))
