@@ -19,7 +19,7 @@ from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
 from api.deps import AdminIdentity, AppState, State
-from api.orders import ERRORS, OrderId, known_order
+from api.orders import ERRORS, OrderId, known_order, known_order_public
 from api.problems import ApiProblem
 from api.temporal import is_not_found, reaching_temporal
 from api.webhooks import DeliveryId, DeliveryPublic, resend_delivery
@@ -29,7 +29,6 @@ from core.temporal import failure_reason
 from core.vocabulary import order_workflow_id
 from store import orders, reconciliation
 from store.db import transaction
-from store.views import order_public
 from workflows.order import OrderWorkflow
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
@@ -90,11 +89,7 @@ async def cancel(
     with transaction(state.engine) as session:
         action = OperatorAction(order_id=order_id, action="cancel", note=body.note)
         orders.record_action(session, action=action, now=datetime.now(UTC))
-        return order_public(
-            session,
-            known_order(session, order_id),
-            public_base_url=state.settings.public_base_url,
-        )
+        return known_order_public(session.connection(), order_id, state)
 
 
 @router.post("/orders/{order_id}/extend", response_model=OrderPublic, responses=REFUSED)
@@ -200,9 +195,5 @@ async def _act(
 
 
 def _order(state: AppState, order_id: str) -> OrderPublic:
-    with transaction(state.engine) as session:
-        return order_public(
-            session,
-            known_order(session, order_id),
-            public_base_url=state.settings.public_base_url,
-        )
+    with state.engine.connect() as connection:
+        return known_order_public(connection, order_id, state)

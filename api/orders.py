@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Header, Path, Request, Response
 from fastapi.routing import APIRoute
+from sqlalchemy import Connection
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 from temporalio.client import WithStartWorkflowOperation, WorkflowUpdateFailedError
@@ -42,7 +43,7 @@ from core.vocabulary import Gateway, OrderKind, OrderStatus, PaymentTiming, orde
 from store import orders
 from store.db import transaction
 from store.models import Order
-from store.views import opens_checkout, order_public, reservation_public
+from store.views import ShownOrder, opens_checkout, reservation_public, shown_order
 from workflows import search_attributes
 from workflows.order import OrderWorkflow
 
@@ -151,17 +152,19 @@ async def create_order(
         _check_return_url(body.return_url, production=settings.mode == "production")
     fingerprint = _fingerprint(body, gateway)
     order_id = _order_id(client, idempotency_key)
-    now = datetime.now(UTC)
-    with transaction(state.engine) as session:
-        existing = orders.get_order(session, order_id)
-        if existing is not None:
-            return _replay(session, existing, fingerprint, state)
-        reservation = orders.get_reservation(session, body.reservation_id)
-        # What the claim will most likely decide: the saga's summary is written at its start,
-        # before the claim; the order itself, its details and OrderKind say what was decided.
+    with state.engine.connect() as connection:
+        # Only an Idempotency-Key names an order that may exist already.
+        if idempotency_key is not None:
+            existing = _shown(connection, order_id, state)
+            if existing is not None:
+                return _replay(existing, fingerprint)
+        # What the claim will most likely decide: the saga's summary and its OrderKind are
+        # written at its start, before the claim; the saga corrects OrderKind if it differs.
         kind = (
             OrderKind.RENEWAL
-            if reservation is not None and orders.is_active(reservation, now)
+            if orders.is_reservation_active(
+                connection, reservation_id=body.reservation_id, now=datetime.now(UTC)
+            )
             else OrderKind.BOOKING
         )
 
@@ -196,6 +199,7 @@ async def create_order(
             gateway=gateway,
             reservation_id=body.reservation_id,
             status=OrderStatus.PENDING,
+            kind=kind,
         ),
         static_summary=(
             f"{kind} {body.days} days, {format_amount(amount_cents)} {settings.currency}, "
@@ -206,17 +210,19 @@ async def create_order(
     # Refused by the breaker, or not made by the saga, the verdict below decides all the same:
     # a request with the same Idempotency-Key may be making the order at another API just now.
     problem = await failing_gateway(state.engine, gateway) or await _until_payable(state, start)
-    with transaction(state.engine) as session:
+    if problem is not None:
         # Unless the saga answered with the QR code, one verdict shared with the saga says
         # whether the order was made: giving it up here means it never will be, however late
         # a worker takes the saga. So a 503 always means that nothing was made.
-        if problem is None or orders.abandon_creation(
-            session, order_id=order_id, now=datetime.now(UTC)
-        ):
-            order = orders.get_order(session, order_id)
-            if order is not None:
-                return _replay(session, order, fingerprint, state)
-    raise problem or _not_created()
+        with transaction(state.engine) as session:
+            made = orders.abandon_creation(session, order_id=order_id, now=datetime.now(UTC))
+        if not made:
+            raise problem
+    with state.engine.connect() as connection:
+        made_order = _shown(connection, order_id, state)
+    if made_order is None:
+        raise problem or _not_created()
+    return _replay(made_order, fingerprint)
 
 
 router.include_router(_creation)
@@ -246,12 +252,8 @@ async def _until_payable(
 
 @router.get("/orders/{order_id}", response_model=OrderPublic, responses=ERRORS)
 def get_order(order_id: OrderId, state: State, _: ClientIdentity) -> OrderPublic:
-    with transaction(state.engine) as session:
-        return order_public(
-            session,
-            known_order(session, order_id),
-            public_base_url=state.settings.public_base_url,
-        )
+    with state.engine.connect() as connection:
+        return known_order_public(connection, order_id, state)
 
 
 @router.get("/orders/{order_id}/timeline", response_model=Timeline, responses=ERRORS)
@@ -288,12 +290,8 @@ async def cancel_order(order_id: OrderId, state: State, _: ClientIdentity) -> Or
             raise
         # Its saga ended between our read and the update: the row says how.
         done = None
-    with _shown_after(order_id, done), transaction(state.engine) as session:
-        return order_public(
-            session,
-            known_order(session, order_id),
-            public_base_url=state.settings.public_base_url,
-        )
+    with _shown_after(order_id, done), state.engine.connect() as connection:
+        return known_order_public(connection, order_id, state)
 
 
 @router.post(
@@ -354,14 +352,12 @@ async def start_payment(
             if not is_not_found(failure):
                 raise
             # Its saga has ended: the order with it, as its row says next.
-    with _shown_after(order_id, done), transaction(state.engine) as session:
-        order = known_order(session, order_id)
-        if order.status != OrderStatus.PENDING or order.qr_code is None:
-            reason = order.status_reason or f"it is {order.status}"
-            raise _not_payable(
-                f"this order can no longer be paid: {reason}", price, settings.currency
-            )
-        return order_public(session, order, public_base_url=settings.public_base_url)
+    with _shown_after(order_id, done), state.engine.connect() as connection:
+        shown = known_order_public(connection, order_id, state)
+    if shown.status != OrderStatus.PENDING or shown.qr_code is None:
+        reason = shown.status_reason or f"it is {shown.status}"
+        raise _not_payable(f"this order can no longer be paid: {reason}", price, settings.currency)
+    return shown
 
 
 @contextmanager
@@ -406,13 +402,26 @@ def known_order(session: Session, order_id: str) -> Order:
     return order
 
 
+def known_order_public(connection: Connection, order_id: str, state: AppState) -> OrderPublic:
+    """The order as the API answers it; 404 if there is none."""
+    shown = _shown(connection, order_id, state)
+    if shown is None:
+        raise _unknown(order_id)
+    return shown.public
+
+
+def _shown(connection: Connection, order_id: str, state: AppState) -> ShownOrder | None:
+    return shown_order(connection, order_id, public_base_url=state.settings.public_base_url)
+
+
 def _unknown(order_id: str) -> ApiProblem:
     return ApiProblem(404, f"no order {order_id!r}")
 
 
-def _replay(session: Session, order: Order, fingerprint: str, state: AppState) -> OrderPublic:
+def _replay(shown: ShownOrder, fingerprint: str) -> OrderPublic:
     """What a POST whose order exists answers: that order, unless it cannot be paid."""
-    if order.request_fingerprint != fingerprint:
+    order = shown.public
+    if shown.request_fingerprint != fingerprint:
         raise ApiProblem(422, "this Idempotency-Key was used for a different request")
     if order.qr_code is None and order.payment == PaymentTiming.IMMEDIATE:
         # Made before the payment (an older saga) and then given up: as the first answer said.
@@ -420,10 +429,10 @@ def _replay(session: Session, order: Order, fingerprint: str, state: AppState) -
     if order.status == OrderStatus.CANCELLED:
         raise ApiProblem(
             409,
-            f"order {order.id} was cancelled ({order.status_reason}); a new order needs a new "
-            "Idempotency-Key",
+            f"order {order.order_id} was cancelled ({order.status_reason}); a new order needs "
+            "a new Idempotency-Key",
         )
-    return order_public(session, order, public_base_url=state.settings.public_base_url)
+    return order
 
 
 def _check_return_url(url: str, *, production: bool) -> None:

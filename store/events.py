@@ -28,7 +28,7 @@ the order whose payment moved it. Those numbers follow the commits: every transa
 changes an order holds its reservation's lock until it commits. An event nobody is subscribed
 to is not kept.
 
-`order_public` needs the service's public URL (the checkout page's): the engine carries it, as
+An order's body needs the service's public URL (the checkout page's): the engine carries it, as
 the execution option `PUBLIC_BASE_URL`, set where engines are made (`create_db_engine`).
 """
 
@@ -49,7 +49,7 @@ from core.vocabulary import EventType, OrderStatus
 from store import orders, webhooks
 from store.models import Order, Reservation, WebhookEvent
 from store.rows import RECORDED_TABLES, refuse_unrecorded
-from store.views import order_public, reservation_public
+from store.views import reservation_public, shown_order
 
 PUBLIC_BASE_URL = "paysaga_public_base_url"
 # The changes a transaction made so far, in its session's `info`.
@@ -188,7 +188,11 @@ def _snapshot(
             "an order's event needs the public base URL: make the engine with "
             "create_db_engine(url, public_base_url=...)"
         )
-    return order_public(session, row, public_base_url=public_base_url)
+    # The transaction's changes are flushed (`_record`): a plain read of the order sees them.
+    shown = shown_order(session.connection(), row.id, public_base_url=public_base_url)
+    if shown is None:
+        raise RuntimeError(f"order {row.id} is flushed, yet not there to read")
+    return shown.public
 
 
 def _event(

@@ -51,6 +51,17 @@ def is_active(reservation: Reservation, now: datetime) -> bool:
     return reservation.valid_until is not None and reservation.valid_until > now
 
 
+def is_reservation_active(connection: Connection, *, reservation_id: str, now: datetime) -> bool:
+    """Whether the reservation is valid at `now` (False for one never seen): a plain read."""
+    valid_until = connection.execute(_VALID_UNTIL, {"reservation_id": reservation_id}).scalar()
+    return valid_until is not None and valid_until > now
+
+
+_VALID_UNTIL = select(Reservation.valid_until).where(
+    col(Reservation.id) == bindparam("reservation_id")
+)
+
+
 class CreationAbandoned(Exception):
     """The order may not be made: past its creation deadline, or the API gave up on it."""
 

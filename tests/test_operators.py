@@ -69,6 +69,7 @@ async def start_order(
     timeout: int = 60,
     horizon: int = 0,
     extension: int = 0,
+    kind: str | None = None,
 ) -> tuple[str, WorkflowHandle[OrderWorkflow, OrderOutcome]]:
     """An order started as the API starts it, once its QR code exists."""
     order_id = f"ord_{uuid.uuid4().hex[:24]}"
@@ -85,7 +86,11 @@ async def start_order(
         id=order_workflow_id(order_id),
         task_queue=rig.task_queue,
         search_attributes=search_attributes.of_order(
-            order_id, gateway=Gateway.ALIPAY, reservation_id=reservation, status="pending"
+            order_id,
+            gateway=Gateway.ALIPAY,
+            reservation_id=reservation,
+            status="pending",
+            kind=kind,
         ),
         static_summary=f"booking 3 days, 29.70 CNY, {reservation}",
     )
@@ -168,6 +173,33 @@ async def test_an_order_refunded_late_reads_refunded_wherever_operators_look(
         order = orders.get_order(session, old_id)
         assert order is not None and order.status == OrderStatus.REFUNDED
     await _stop(old, new)
+
+
+async def test_the_kind_the_api_expected_is_written_again_only_if_the_claim_decided_otherwise(
+    env: WorkflowEnvironment, rig: Rig
+) -> None:
+    # A reservation never paid for is booked. The API reads it before the saga starts: it can
+    # be wrong (the reservation lapsed in between), and sagas started before it said any kind
+    # at all must still be found by theirs.
+    room = f"room-{uuid.uuid4().hex[:8]}"
+    _, expected = await start_order(env, rig, f"{room}-a", kind="booking")
+    _, mistaken = await start_order(env, rig, f"{room}-b", kind="renewal")
+    _, unsaid = await start_order(env, rig, f"{room}-c")
+
+    for saga, rewritten in ((expected, 0), (mistaken, 1), (unsaid, 1)):
+        assert (await attributes(saga))["OrderKind"] == "booking"
+        assert await _kind_upserts(saga) == rewritten
+    await _stop(expected, mistaken, unsaid)
+
+
+async def _kind_upserts(saga: WorkflowHandle[Any, Any]) -> int:
+    history = await saga.fetch_history()
+    return sum(
+        search_attributes.ORDER_KIND.name
+        in event.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
+        for event in history.events
+        if event.HasField("upsert_workflow_search_attributes_event_attributes")
+    )
 
 
 async def test_operators_move_a_deadline_within_the_trades_life_and_are_told_why_not(

@@ -19,10 +19,11 @@ from core.contracts import (
     RefundOrder,
     Settlement,
 )
-from core.vocabulary import Gateway, OrderKind, OrderStatus
+from core.vocabulary import Gateway, OrderKind, OrderStatus, refund_no_for
 from store import orders
 from store.db import transaction
 from store.models import Payment, PaymentStatus, Refund, RefundStatus
+from store.views import shown_order
 from tests.orders import claim as claim_order
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -156,6 +157,33 @@ def test_a_second_trade_on_a_paid_order_is_refunded_and_the_order_stays_paid(
     with transaction(engine) as session:
         assert orders.complete_refund(session, refund=second.refund, now=NOW) == OrderStatus.PAID
     assert ledger(engine, "room-1") == (5940, 2970, 2970)
+
+
+def test_an_order_is_shown_with_its_payments_in_turn_and_each_refund_with_its_trade(
+    engine: Engine,
+) -> None:
+    claim(engine, "o1")
+    assert pay(engine, "o1", "t1").outcome == "paid"
+    # Two more trades, each refunded; the later trade's refund was made first.
+    pay(engine, "o1", "t2", now=NOW + timedelta(minutes=2))
+    pay(engine, "o1", "t3", cents=1, now=NOW + timedelta(minutes=1))
+
+    with engine.connect() as connection:
+        shown = shown_order(connection, "o1", public_base_url="https://pay.example/")
+        assert shown_order(connection, "o2", public_base_url="https://pay.example") is None
+    assert shown is not None and shown.request_fingerprint == "f"
+    public = shown.public
+    assert (public.order_id, public.status, public.amount) == ("o1", OrderStatus.PAID, "29.70")
+    assert public.checkout_url is None and public.expires_at == NOW + timedelta(minutes=15)
+    assert [(p.trade_no, p.amount, p.status, p.paid_at) for p in public.payments] == [
+        ("t1", "29.70", PaymentStatus.ACCEPTED, NOW),
+        ("t2", "29.70", PaymentStatus.REFUNDING, NOW + timedelta(minutes=2)),
+        ("t3", "0.01", PaymentStatus.REFUNDING, NOW + timedelta(minutes=1)),
+    ]
+    assert [(r.refund_no, r.trade_no, r.amount, r.status) for r in public.refunds] == [
+        (refund_no_for("t3"), "t3", "0.01", RefundStatus.PENDING),
+        (refund_no_for("t2"), "t2", "29.70", RefundStatus.PENDING),
+    ]
 
 
 def test_one_trade_number_at_two_gateways_is_two_payments_each_refunded_at_its_own(

@@ -33,7 +33,7 @@ from store.models import (
     WebhookEvent,
 )
 from store.rows import UnrecordedChange, insert_ignoring_conflict
-from store.views import order_public, reservation_public
+from store.views import reservation_public, shown_order
 from store.webhooks import Attempt
 from tests.databases import PUBLIC_BASE_URL
 from tests.orders import claim, order_request
@@ -86,11 +86,10 @@ def pay(engine: Engine, order_id: str, trade_no: str, cents: int = 2970) -> None
 
 
 def as_get_shows(engine: Engine, order_id: str) -> dict[str, Any]:
-    with transaction(engine) as session:
-        order = orders.get_order(session, order_id)
+    with engine.connect() as connection:
+        order = shown_order(connection, order_id, public_base_url=PUBLIC_BASE_URL)
         assert order is not None
-        public = order_public(session, order, public_base_url=PUBLIC_BASE_URL)
-        shown: dict[str, Any] = public.model_dump(mode="json")
+        shown: dict[str, Any] = order.public.model_dump(mode="json")
         return shown
 
 

@@ -88,6 +88,9 @@ LAST_WORD_AT_HORIZON = "last-word-at-horizon"
 # within the workflow task that asks for them: the API's answer waits for one workflow task
 # instead of three, and the server keeps no task of its own for either step.
 LOCAL_CREATION_STEPS = "local-creation-steps"
+# Sagas from this change on have every change above that a saga asks for as it begins: this
+# one marker says so for all three, where each wrote its own marker and search attribute.
+BEGUN_AS_OF_LOCAL_CREATION = "begun-as-of-local-creation"
 UNPAID_ENDINGS = (OrderStatus.SUPERSEDED, OrderStatus.EXPIRED, OrderStatus.CANCELLED)
 # After the trade's expiry, this long for the gateway's clock and books to agree that it is over.
 LAST_WORD_DELAY = timedelta(seconds=30)
@@ -143,8 +146,11 @@ class OrderWorkflow:
             self._creation_failure = "no worker took the order in time"
             await workflow.wait_condition(workflow.all_handlers_finished)
             return OrderOutcome(order_id=request.order_id, status=OrderStatus.CANCELLED)
-        self._operators = workflow.patched(OPERATORS)
-        self._local_creation = workflow.patched(LOCAL_CREATION_STEPS)
+        # Asked first: in earlier histories it is absent, and the three after it are asked as
+        # they were, in their order.
+        current = workflow.patched(BEGUN_AS_OF_LOCAL_CREATION)
+        self._operators = current or workflow.patched(OPERATORS)
+        self._local_creation = current or workflow.patched(LOCAL_CREATION_STEPS)
         if request.payment == PaymentTiming.DEFERRED:
             instructions = await self._quote()
         else:
@@ -152,7 +158,7 @@ class OrderWorkflow:
             self._expires_at = self._payable_until = expires_at
             if self._operators:
                 self._payable_until += timedelta(seconds=request.deadline_extension_seconds)
-            if workflow.patched(PAYMENT_BEFORE_CLAIM):
+            if current or workflow.patched(PAYMENT_BEFORE_CLAIM):
                 instructions = await self._make_order(expires_at)
             else:
                 instructions = await self._make_order_claiming_first(expires_at)
@@ -162,7 +168,10 @@ class OrderWorkflow:
         else:
             # Only now may the API answer: a client that GETs the order must see its QR code.
             self._instructions = instructions
-            if self._operators:
+            # The API starts the saga with the kind it expects; only a claim that decided
+            # otherwise must correct it.
+            known = workflow.info().typed_search_attributes.get(search_attributes.ORDER_KIND)
+            if self._operators and known != instructions.kind:
                 workflow.upsert_search_attributes(
                     [search_attributes.ORDER_KIND.value_set(instructions.kind)]
                 )
