@@ -121,6 +121,14 @@ class Breaker:
         so that this process probes too: whoever's call gets through first closes it."""
         self.is_open = True
 
+    def hold_closed(self) -> None:
+        """Take over a closing reported elsewhere (another worker's call got through), without
+        reporting it again: from now on this process's calls judge afresh, and reopen it, and
+        report that, if they keep failing here."""
+        self.is_open = False
+        self._outcomes.clear()
+        self._failures = 0
+
     async def _watch(self, call: Awaitable[T]) -> T:
         try:
             result = await call

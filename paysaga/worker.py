@@ -175,6 +175,9 @@ class GatewayBreakers:
         self._engine = engine
         self._executor = executor
         self._writes: set[asyncio.Future[None]] = set()
+        # When each breaker open here was opened, here or as recorded elsewhere: only a closing
+        # recorded after it closes it.
+        self._opened_at: dict[Gateway, datetime] = {}
         self.gateways = {
             name: Breaker(
                 gateway,
@@ -187,19 +190,28 @@ class GatewayBreakers:
         }
 
     async def watch(self, *, every: float) -> None:
-        """Forever: take over the openings other workers recorded, and probe the open ones."""
+        """Forever: take over the openings and closings other workers recorded, and probe the
+        open ones."""
         loop = asyncio.get_running_loop()
         while True:
             try:
-                recorded = await loop.run_in_executor(self._executor, self._recorded_open)
+                recorded = await loop.run_in_executor(self._executor, self._recorded)
             except SQLAlchemyError as failure:
                 logger.warning("cannot read the gateway breakers: %s", failure)
-                recorded = set()
+                recorded = {}
             for name, breaker in self.gateways.items():
-                # An opening recorded by a worker that has since gone would otherwise stay
-                # open for good: nobody else would probe it.
-                if name in recorded:
+                if name not in recorded:
+                    continue
+                is_open, changed_at = recorded[name]
+                if is_open:
+                    # An opening recorded by a worker that has since gone would otherwise stay
+                    # open for good: nobody else would probe it.
+                    self._opened_at[name] = max(changed_at, self._opened_at.get(name, changed_at))
                     breaker.hold_open()
+                elif breaker.is_open and changed_at > self._opened_at.get(name, changed_at):
+                    # Another worker's call got through since: were this one to stay open on
+                    # its own failing probes, its failures would never be reported again.
+                    breaker.hold_closed()
             await asyncio.gather(
                 *(breaker.probe() for breaker in self.gateways.values() if breaker.is_open)
             )
@@ -209,6 +221,8 @@ class GatewayBreakers:
         logger.warning("%s breaker %s: %s", gateway, "opened" if is_open else "closed", reason)
         # Stamped now, on the event loop, so that the store can drop writes that land late.
         now = datetime.now(UTC)
+        if is_open:
+            self._opened_at[gateway] = now
         write = asyncio.get_running_loop().run_in_executor(
             self._executor, partial(self._record, gateway, is_open, reason, now)
         )
@@ -221,9 +235,12 @@ class GatewayBreakers:
                 session, gateway=gateway, is_open=is_open, reason=reason, now=now
             )
 
-    def _recorded_open(self) -> set[str]:
+    def _recorded(self) -> dict[str, tuple[bool, datetime]]:
+        """Each recorded gateway's breaker: whether it is open, and since when."""
         with transaction(self._engine) as session:
-            return {row.gateway for row in breakers.read_breakers(session, open_only=True)}
+            return {
+                row.gateway: (row.open, row.changed_at) for row in breakers.read_breakers(session)
+            }
 
     def _written(self, write: asyncio.Future[None]) -> None:
         self._writes.discard(write)

@@ -280,6 +280,42 @@ async def test_a_worker_probes_an_opening_another_worker_recorded(
     assert not worker.breakers.gateways[Gateway.ALIPAY].is_open
 
 
+async def test_a_closing_another_worker_recorded_is_taken_over_and_failing_calls_reopen_it(
+    world: World, engine: Engine, worker: Worker
+) -> None:
+    # A closing recorded before this worker's opening is no news to it.
+    with transaction(engine) as session:
+        breakers.record_breaker(
+            session,
+            gateway="alipay",
+            is_open=False,
+            reason="an earlier recovery",
+            now=datetime.now(UTC) - timedelta(minutes=1),
+        )
+    await world.sandbox.faults(fail_methods={"alipay.trade.query": 1000}, fail_mode="http_503")
+    alipay = worker.breakers.gateways[Gateway.ALIPAY]
+    assert set(await query_unknown_trades(alipay, 10)) == {GatewayUnavailable}
+    await eventually(lambda: recorded(engine)[Gateway.ALIPAY][0])
+    await asyncio.sleep(0.3)  # several turns of the worker's watch
+    assert alipay.is_open
+
+    # Another worker's call got through: it recorded the closing. This worker's probes still
+    # fail, yet it goes by the closing, so that its own failures are reported anew.
+    with transaction(engine) as session:
+        breakers.record_breaker(
+            session,
+            gateway="alipay",
+            is_open=False,
+            reason="a call got through",
+            now=datetime.now(UTC),
+        )
+    await eventually(lambda: not alipay.is_open)
+    assert recorded(engine)[Gateway.ALIPAY] == (False, "a call got through")
+    assert set(await query_unknown_trades(alipay, 10)) == {GatewayUnavailable}
+    await eventually(lambda: recorded(engine)[Gateway.ALIPAY][0])
+    assert alipay.is_open
+
+
 async def test_the_api_reads_open_breakers_at_most_once_per_second(engine: Engine) -> None:
     clock = Clock()
     view = OpenBreakers(engine, clock=clock)
