@@ -48,12 +48,16 @@ REFUND_FAILED = "refund failed:"
 
 
 def is_active(reservation: Reservation, now: datetime) -> bool:
-    return reservation.valid_until is not None and reservation.valid_until > now
+    return _valid_at(reservation.valid_until, now)
 
 
 def is_reservation_active(connection: Connection, *, reservation_id: str, now: datetime) -> bool:
     """Whether the reservation is valid at `now` (False for one never seen): a plain read."""
     valid_until = connection.execute(_VALID_UNTIL, {"reservation_id": reservation_id}).scalar()
+    return _valid_at(valid_until, now)
+
+
+def _valid_at(valid_until: datetime | None, now: datetime) -> bool:
     return valid_until is not None and valid_until > now
 
 

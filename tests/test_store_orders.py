@@ -103,6 +103,17 @@ def test_booking_activates_and_renewal_extends(engine: Engine) -> None:
         assert reservation.valid_until == NOW + timedelta(days=5)
         assert reservation.valid_until.tzinfo is not None
         assert reservation.payable_order_id is None
+    # What the API reads to say which kind it expects the next order to be.
+    with engine.connect() as connection:
+        active = [
+            orders.is_reservation_active(connection, reservation_id=room, now=moment)
+            for room, moment in (
+                ("room-1", NOW + timedelta(days=5) - timedelta(seconds=1)),
+                ("room-1", NOW + timedelta(days=5)),
+                ("room-2", NOW),
+            )
+        ]
+    assert active == [True, False, False]
 
 
 def test_a_payment_for_a_superseded_order_is_refunded_once(engine: Engine) -> None:
