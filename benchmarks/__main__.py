@@ -101,6 +101,11 @@ def start_baselines(system: System) -> Baselines:
     return Baselines(workers, urls)
 
 
+# Below this share of the cores busy, a phase was not CPU-bound. Saturated phases kept 1.6 to
+# 1.9 of 2 cores busy here; the rest is the operating system's.
+IDLE_SHARE = 0.6
+
+
 def cpu(system: System) -> dict[str, float]:
     """CPU seconds used so far by each process of the run: the system's, the baselines', the
     database server's, and this load generator's."""
@@ -115,6 +120,11 @@ def cpu_ms_per_item(
 ) -> dict[str, float]:
     spent = {name: 1000 * (after[name] - before[name]) / count for name in before}
     return {name: ms for name, ms in sorted(spent.items(), key=lambda item: -item[1]) if ms > 0.05}
+
+
+def cores_busy(before: dict[str, float], after: dict[str, float], wall: float) -> float:
+    """How many cores the run's processes kept busy, on average, over `wall` seconds."""
+    return sum(after[name] - before[name] for name in before) / wall
 
 
 def memory(system: System) -> dict[str, float]:
@@ -197,6 +207,15 @@ async def measure(system: System, args: argparse.Namespace) -> dict[str, Any]:
             "bare_callback": cpu_ms_per_item(used[3], used[4], len(notifications)),
             "callback": cpu_ms_per_item(used[5], used[6], len(notifications)),
         },
+        # A ratio compares like with like only if both of its phases kept the machine busy: a
+        # phase that waited (on a stalled disk, on a paused virtual machine) shows a throughput
+        # its CPU per item does not explain.
+        "cores_busy": {
+            "engine": cores_busy(used[0], used[1], bare.wall),
+            "e2e": cores_busy(used[1], used[2], e2e.wall),
+            "bare_callback": cores_busy(used[3], used[4], bare_doors.wall),
+            "callback": cores_busy(used[5], used[6], doors.wall),
+        },
         "latency_ms": {
             "create": _spread(e2e),
             "engine_create": _spread(bare),
@@ -253,6 +272,16 @@ def print_table(summary: dict[str, Any]) -> None:
         )
     for phase, spent in summary["cpu_ms_each"].items():
         print(f"cpu ms each, {phase}: " + ", ".join(f"{n} {ms:.1f}" for n, ms in spent.items()))
+    cores = summary["settings"]["cores"]
+    busy = summary["cores_busy"]
+    print(f"cores busy of {cores}: " + ", ".join(f"{p} {n:.2f}" for p, n in busy.items()))
+    for phase, n in busy.items():
+        if n < IDLE_SHARE * cores:
+            print(
+                f"WARNING: the {phase} phase kept {n:.2f} of {cores} cores busy: it waited on "
+                "something other than CPU, and the ratios it is part of do not compare like "
+                "with like"
+            )
     for name, growth in summary["rss_growth_pct_by_process"].items():
         before, after = summary["rss_mib_before"][name], summary["rss_mib_after"][name]
         print(f"rss {name:<18}{before:>10.1f} MiB -> {after:.1f} MiB ({growth:+.1f} %, < 10)")
