@@ -76,10 +76,15 @@ class BareOrderWorkflow:
 
 
 def bare_worker(client: Client, task_queue: str) -> Worker:
+    # Not imported with the module, which the workflow sandbox imports afresh for each run.
+    from paysaga.worker import WORKFLOW_TASK_POLLING
+
     return Worker(
         client,
         task_queue=task_queue,
         workflows=[BareOrderWorkflow],
+        # The engine polled as ours is, so that neither waits longer for its tasks by default.
+        **WORKFLOW_TASK_POLLING,
         activities=[create_payment, claim_reservation, settle_payment],
     )
 
