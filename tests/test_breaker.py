@@ -212,6 +212,25 @@ async def eventually(check: Callable[[], bool], seconds: float = 10) -> None:
             await asyncio.sleep(0.02)
 
 
+def record_elsewhere(
+    engine: Engine,
+    gateway: Gateway,
+    *,
+    is_open: bool,
+    reason: str,
+    at: datetime | None = None,
+) -> None:
+    """A breaker's change as another worker records it (at `at`, default now)."""
+    with transaction(engine) as session:
+        breakers.record_breaker(
+            session,
+            gateway=gateway,
+            is_open=is_open,
+            reason=reason,
+            now=datetime.now(UTC) if at is None else at,
+        )
+
+
 def recorded(engine: Engine) -> dict[str, tuple[bool, str | None]]:
     with transaction(engine) as session:
         return {row.gateway: (row.open, row.reason) for row in breakers.read_breakers(session)}
@@ -272,10 +291,7 @@ async def test_a_worker_probes_an_opening_another_worker_recorded(
     engine: Engine, worker: Worker
 ) -> None:
     # Recorded by a worker that has since gone: nobody else's calls would close it.
-    with transaction(engine) as session:
-        breakers.record_breaker(
-            session, gateway="alipay", is_open=True, reason="10 of 10", now=datetime.now(UTC)
-        )
+    record_elsewhere(engine, Gateway.ALIPAY, is_open=True, reason="10 of 10")
     await eventually(lambda: not recorded(engine)[Gateway.ALIPAY][0])
     assert not worker.breakers.gateways[Gateway.ALIPAY].is_open
 
@@ -284,14 +300,13 @@ async def test_a_closing_another_worker_recorded_is_taken_over_and_failing_calls
     world: World, engine: Engine, worker: Worker
 ) -> None:
     # A closing recorded before this worker's opening is no news to it.
-    with transaction(engine) as session:
-        breakers.record_breaker(
-            session,
-            gateway="alipay",
-            is_open=False,
-            reason="an earlier recovery",
-            now=datetime.now(UTC) - timedelta(minutes=1),
-        )
+    record_elsewhere(
+        engine,
+        Gateway.ALIPAY,
+        is_open=False,
+        reason="an earlier recovery",
+        at=datetime.now(UTC) - timedelta(minutes=1),
+    )
     await world.sandbox.faults(fail_methods={"alipay.trade.query": 1000}, fail_mode="http_503")
     alipay = worker.breakers.gateways[Gateway.ALIPAY]
     assert set(await query_unknown_trades(alipay, 10)) == {GatewayUnavailable}
@@ -301,14 +316,7 @@ async def test_a_closing_another_worker_recorded_is_taken_over_and_failing_calls
 
     # Another worker's call got through: it recorded the closing. This worker's probes still
     # fail, yet it goes by the closing, so that its own failures are reported anew.
-    with transaction(engine) as session:
-        breakers.record_breaker(
-            session,
-            gateway="alipay",
-            is_open=False,
-            reason="a call got through",
-            now=datetime.now(UTC),
-        )
+    record_elsewhere(engine, Gateway.ALIPAY, is_open=False, reason="a call got through")
     await eventually(lambda: not alipay.is_open)
     assert recorded(engine)[Gateway.ALIPAY] == (False, "a call got through")
     assert set(await query_unknown_trades(alipay, 10)) == {GatewayUnavailable}
@@ -321,18 +329,12 @@ async def test_the_api_reads_open_breakers_at_most_once_per_second(engine: Engin
     view = OpenBreakers(engine, clock=clock)
     assert await view.reasons() == {}
 
-    def record(is_open: bool) -> None:
-        with transaction(engine) as session:
-            breakers.record_breaker(
-                session, gateway="alipay", is_open=is_open, reason="why", now=datetime.now(UTC)
-            )
-
-    record(True)
+    record_elsewhere(engine, Gateway.ALIPAY, is_open=True, reason="why")
     clock.now += 0.9
     assert await view.reasons() == {}  # still the cached read
     clock.now += 0.1
     assert await view.reasons() == {"alipay": "why"}
-    record(False)
+    record_elsewhere(engine, Gateway.ALIPAY, is_open=False, reason="why")
     clock.now += 1
     assert await view.reasons() == {}
 
@@ -347,10 +349,7 @@ async def test_readiness_names_each_offered_gateways_breaker(world: World, engin
         temporal_address=f"127.0.0.1:{free_port()}",
     )
     changed_at = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
-    with transaction(engine) as session:
-        breakers.record_breaker(
-            session, gateway="wechatpay", is_open=True, reason="10 of 10", now=changed_at
-        )
+    record_elsewhere(engine, Gateway.WECHATPAY, is_open=True, reason="10 of 10", at=changed_at)
     port = free_port()
     async with serving(create_app(settings), port) as url, httpx.AsyncClient() as http:
         response = await http.get(f"{url}/readyz")
