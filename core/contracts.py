@@ -58,6 +58,9 @@ class ClaimRequest(Contract):
     # their claim is refused past the creation deadline or once the API gave up on the order.
     qr_code: str | None = None
     create_deadline: datetime | None = None
+    # Until when the gateway takes a payment for the trade (None: no trade yet, or a saga from
+    # before this was kept).
+    payable_until: datetime | None = None
 
 
 class Claim(Contract):
@@ -98,6 +101,7 @@ class PaymentStart(Contract):
     # recorded in the same transaction.
     qr_code: str | None = None
     expires_at: datetime | None = None
+    payable_until: datetime | None = None
 
 
 class PaymentNotice(Contract):
@@ -203,6 +207,8 @@ class OrderRef(Contract):
     reservation_id: str
     kind: OrderKind
     gateway: Gateway
+    # Until when its trade takes payments, where that is known.
+    payable_until: datetime | None = None
 
 
 class Findings(Contract):

@@ -87,6 +87,10 @@ class Order(SQLModel, table=True):
     # Where the checkout page sends the buyer once the order is paid.
     return_url: str | None = Field(default=None, max_length=2000)
     expires_at: datetime = utc_field()
+    # Until when the gateway takes a payment for the order's trade (the expiry it was made
+    # with, past any deadline an operator may move to): None before the trade is made, and for
+    # orders made before this was kept.
+    payable_until: datetime | None = utc_field(nullable=True)
     created_at: datetime = utc_field()
     updated_at: datetime = utc_field()
 

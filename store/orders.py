@@ -123,6 +123,7 @@ def claim_reservation(session: Session, *, request: ClaimRequest, now: datetime)
             checkout_token=order_request.checkout_token,
             return_url=order_request.return_url,
             expires_at=request.expires_at,
+            payable_until=request.payable_until,
             created_at=now,
             updated_at=now,
         )
@@ -180,6 +181,7 @@ def start_payment(session: Session, *, start: PaymentStart, now: datetime) -> st
         assert start.expires_at is not None
         order.qr_code = start.qr_code
         order.expires_at = start.expires_at
+        order.payable_until = start.payable_until
         order.updated_at = now
     return refusal
 

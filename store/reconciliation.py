@@ -75,4 +75,5 @@ def _ref(order: Order) -> OrderRef:
         reservation_id=order.reservation_id,
         kind=OrderKind(order.kind),
         gateway=Gateway(order.gateway),
+        payable_until=order.payable_until,
     )

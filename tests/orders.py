@@ -14,6 +14,9 @@ from store.db import transaction
 
 # What a day costs by default (PAYSAGA_PRICE_PER_DAY 9.90).
 DAY_CENTS = 990
+# How long a trade stays payable past its order's deadline by default
+# (PAYSAGA_DEADLINE_EXTENSION_SECONDS 3600).
+TRADE_EXTENSION = timedelta(hours=1)
 
 
 def order_request(
@@ -50,14 +53,21 @@ def claim(
     payment: PaymentTiming = PaymentTiming.IMMEDIATE,
 ) -> list[str]:
     """Claim `reservation` for a new pending order, payable (or, deferred, quoted) for 15
-    minutes; the ids of the orders it superseded."""
+    minutes, its trade (if it has one yet) for an hour more; the ids of the orders it
+    superseded."""
     now = datetime.now(UTC) if now is None else now
     request = order_request(order_id, reservation=reservation, days=days, gateway=gateway)
     request = request.model_copy(update={"payment": payment})
+    expires_at = now + timedelta(minutes=15)
+    traded = payment == PaymentTiming.IMMEDIATE
     with transaction(engine) as session:
         result = orders.claim_reservation(
             session,
-            request=ClaimRequest(order=request, expires_at=now + timedelta(minutes=15)),
+            request=ClaimRequest(
+                order=request,
+                expires_at=expires_at,
+                payable_until=expires_at + TRADE_EXTENSION if traded else None,
+            ),
             now=now,
         )
     return result.superseded_order_ids

@@ -18,10 +18,11 @@ from temporalio.testing import WorkflowEnvironment
 
 from core.contracts import OrderEnding, OrderOutcome, PaymentNotice, PaymentStart
 from core.vocabulary import Gateway, OrderStatus, PaymentTiming, order_workflow_id
+from sandbox.china_time import parse_wall_time
 from store import orders
 from store.db import transaction
 from store.models import Order
-from tests.orders import DAY_CENTS, claim, order_request
+from tests.orders import DAY_CENTS, TRADE_EXTENSION, claim, order_request
 from tests.rig import Rig, time_skipping_server
 from workflows.order import OrderWorkflow
 
@@ -43,11 +44,16 @@ def start(
     qr_code: str | None = None,
 ) -> str | None:
     expires_at = None if qr_code is None else now + timedelta(minutes=15)
+    payable_until = None if expires_at is None else expires_at + TRADE_EXTENSION
     with transaction(engine) as session:
         return orders.start_payment(
             session,
             start=PaymentStart(
-                order_id=order_id, amount_cents=amount_cents, qr_code=qr_code, expires_at=expires_at
+                order_id=order_id,
+                amount_cents=amount_cents,
+                qr_code=qr_code,
+                expires_at=expires_at,
+                payable_until=payable_until,
             ),
             now=now,
         )
@@ -71,11 +77,13 @@ def test_pay_records_the_trade_and_its_deadline_from_now(engine: Engine) -> None
     quote(engine, "o-1")
     later = NOW + timedelta(minutes=10)
     assert start(engine, "o-1", now=later) is None
-    assert order_of(engine, "o-1").qr_code is None  # checked only: nothing recorded yet
+    checked = order_of(engine, "o-1")  # checked only: nothing recorded yet
+    assert (checked.qr_code, checked.payable_until) == (None, None)
     assert start(engine, "o-1", now=later, qr_code="https://qr.example/o-1") is None
     order = order_of(engine, "o-1")
     assert order.qr_code == "https://qr.example/o-1"
     assert order.expires_at == later + timedelta(minutes=15)
+    assert order.payable_until == order.expires_at + TRADE_EXTENSION
     # Pressing Pay again shows the same QR code.
     assert start(engine, "o-1", now=later) is None
 
@@ -172,8 +180,14 @@ async def test_the_trade_is_made_on_pay_and_the_order_is_paid(
             handle.execute_update(OrderWorkflow.start_payment, pay),
         )
         assert first.qr_code is not None and first == again
-        assert order_of(rig.engine, "ord_quote_paid").qr_code == first.qr_code
-        assert (await rig.sandbox.trade("ord_quote_paid"))["status"] == "NOTPAY"
+        recorded = order_of(rig.engine, "ord_quote_paid")
+        assert recorded.qr_code == first.qr_code
+        trade = await rig.sandbox.trade("ord_quote_paid")
+        assert trade["status"] == "NOTPAY"
+        # Kept: until when the gateway takes a payment for the trade, as it was asked to.
+        assert recorded.payable_until is not None
+        expiry = parse_wall_time(trade["expires_at"])
+        assert abs(expiry - recorded.payable_until) < timedelta(seconds=1)
         await rig.sandbox.pay("ord_quote_paid")
     assert (await handle.result()).status == OrderStatus.PAID
 

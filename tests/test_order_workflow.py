@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -13,8 +13,14 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.testing import WorkflowEnvironment
 
 from core.contracts import OrderOutcome, OrderRequest, PaymentNotice
-from core.vocabulary import Gateway, OrderStatus, late_payment_workflow_id, order_workflow_id
-from store import orders
+from core.vocabulary import (
+    Gateway,
+    OrderStatus,
+    late_payment_workflow_id,
+    order_workflow_id,
+    recovery_workflow_id,
+)
+from store import orders, reconciliation
 from store.db import transaction
 from store.models import Order
 from tests.history_paths import record_distinct_paths
@@ -22,6 +28,7 @@ from tests.orders import order_request
 from tests.rig import Rig, time_skipping_server
 from workflows.late_payment import LatePaymentWorkflow
 from workflows.order import OrderWorkflow
+from workflows.recovery import RecoverOrderWorkflow
 
 
 @pytest.fixture(scope="module")
@@ -248,6 +255,43 @@ async def test_a_late_payment_never_notified_is_found_once_the_trade_can_no_long
     # Asked once the trade can no longer be paid, the gateway tells.
     assert (await handle.result()).status == OrderStatus.REFUNDED
     record_distinct_paths([await handle.fetch_history()])
+    refunds = (await rig.sandbox.trade(order_id))["refunds"]
+    assert [refund["out_request_no"] for refund in refunds] == [f"rf_{paid['trade_no']}"]
+    assert await rig.sandbox.net_captured([order_id]) == Decimal(0)
+    assert order_status(rig, order_id) == OrderStatus.REFUNDED
+
+
+async def test_a_recovered_orders_trade_paid_unheard_after_its_close_is_found_at_its_expiry(
+    env: WorkflowEnvironment, rig: Rig
+) -> None:
+    order_id = "ord_recovered_unheard"
+    with env.auto_time_skipping_disabled():
+        saga = await start_order(
+            env, rig, order_id, reservation="room-recovered", deadline_extension_seconds=3600
+        )
+        await saga.terminate("an operator stopped it by mistake")
+        with transaction(rig.engine) as session:
+            order = orders.get_order(session, order_id)
+            assert order is not None
+            # What reconciliation finds once the order is past its deadline.
+            [overdue] = reconciliation.overdue_orders(
+                session, deadline_before=order.expires_at + timedelta(seconds=1), limit=10
+            )
+        assert overdue.payable_until == order.expires_at + timedelta(seconds=3600)
+        recovery = await env.client.start_workflow(
+            RecoverOrderWorkflow.run,
+            overdue,
+            id=recovery_workflow_id(order_id),
+            task_queue=rig.task_queue,
+        )
+        assert (await ended(rig, order_id)).status == OrderStatus.EXPIRED
+        # Never scanned, the QR code is still payable after its close; every notification of
+        # the payment is lost.
+        await rig.sandbox.faults(drop_notifications=1)
+        paid = await rig.sandbox.pay(order_id)
+    # Asked once more when the trade can no longer be paid, the gateway tells.
+    assert (await recovery.result()).status == OrderStatus.REFUNDED
+    record_distinct_paths([await recovery.fetch_history()])
     refunds = (await rig.sandbox.trade(order_id))["refunds"]
     assert [refund["out_request_no"] for refund in refunds] == [f"rf_{paid['trade_no']}"]
     assert await rig.sandbox.net_captured([order_id]) == Decimal(0)

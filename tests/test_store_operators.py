@@ -18,7 +18,7 @@ from core.vocabulary import Gateway, OrderStatus
 from store import orders, reconciliation
 from store.db import transaction
 from store.models import PaymentStatus, RefundStatus
-from tests.orders import claim
+from tests.orders import TRADE_EXTENSION, claim
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
@@ -123,6 +123,8 @@ def test_reconciliation_finds_overdue_orders_open_refunds_and_flags(engine: Engi
         # Claims here expire 15 minutes after they are made.
         overdue = reconciliation.overdue_orders(session, deadline_before=NOW, limit=10)
         assert [ref.order_id for ref in overdue] == ["overdue"]
+        # Recovering it asks the gateway once more when its trade can no longer be paid.
+        assert overdue[0].payable_until == NOW - timedelta(minutes=45) + TRADE_EXTENSION
         refunds = reconciliation.open_refunds(session, decided_before=later, limit=10)
         assert [(notice.order_id, notice.trade_no) for notice in refunds] == [("old", "T9")]
         assert reconciliation.open_refunds(session, decided_before=NOW, limit=10) == []

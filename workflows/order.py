@@ -62,6 +62,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.steps import (
         DATABASE_STEP,
         GATEWAY_STEP,
+        LAST_WORD_DELAY,
         LOCAL_STEP_FAILURES,
         Settled,
         refund,
@@ -92,8 +93,6 @@ LOCAL_CREATION_STEPS = "local-creation-steps"
 # one marker says so for all three, where each wrote its own marker and search attribute.
 BEGUN_AS_OF_LOCAL_CREATION = "begun-as-of-local-creation"
 UNPAID_ENDINGS = (OrderStatus.SUPERSEDED, OrderStatus.EXPIRED, OrderStatus.CANCELLED)
-# After the trade's expiry, this long for the gateway's clock and books to agree that it is over.
-LAST_WORD_DELAY = timedelta(seconds=30)
 # Claiming is one short database transaction: an attempt that hangs is given up on after this,
 # and the claim tried again within the creation budget.
 CLAIM_TIMEOUT = timedelta(seconds=5)
@@ -206,6 +205,7 @@ class OrderWorkflow:
                 expires_at=expires_at,
                 qr_code=qr_code,
                 create_deadline=self._create_deadline,
+                payable_until=self._payable_until,
             )
         )
         if claim is None:
@@ -421,6 +421,7 @@ class OrderWorkflow:
                 amount_cents=start.amount_cents,
                 qr_code=qr_code,
                 expires_at=expires_at,
+                payable_until=payable_until,
             ),
             summary="record the trade, if the order may still be paid",
             **DATABASE_STEP,

@@ -1,8 +1,13 @@
 """An order left pending past its deadline with no saga to end it (its saga was terminated, or
 lost): the gateway is asked, and the order ends as its saga would have ended it — paid or
-refunded if the trade was paid, else its trade closed and the order expired."""
+refunded if the trade was paid, else its trade closed and the order expired. As its saga would
+have, it then asks the gateway once more when the trade can no longer be paid: a QR code nobody
+had scanned stays payable at Alipay after its close, and a payment whose every notification is
+lost is found only so (and refunded)."""
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError
@@ -13,9 +18,18 @@ with workflow.unsafe.imports_passed_through():
     from core.contracts import OrderEnding, OrderOutcome, OrderRef, TradeCheck, TradeRef
     from core.vocabulary import OrderStatus
     from workflows import search_attributes
-    from workflows.steps import DATABASE_STEP, GATEWAY_STEP, Settled, refused_for_good, settle
+    from workflows.steps import (
+        DATABASE_STEP,
+        GATEWAY_STEP,
+        LAST_WORD_DELAY,
+        Settled,
+        refused_for_good,
+        settle,
+    )
 
 REASON = "not paid before the payment timeout (its saga had gone; ended by reconciliation)"
+# Recoveries from this change on ask the gateway once more when the trade can no longer be paid.
+LAST_WORD = "recovery-last-word"
 
 
 @workflow.defn
@@ -24,18 +38,13 @@ class RecoverOrderWorkflow:
     async def run(self, order: OrderRef) -> OrderOutcome:
         trade = TradeRef(gateway=order.gateway, order_id=order.order_id)
         flag = None
+        # Asked before the trade's expiry, the gateway's answer may not be its last.
+        last_word = (
+            order.payable_until + LAST_WORD_DELAY if order.payable_until is not None else None
+        )
+        asked_at = workflow.now()
         workflow.set_current_details(f"asking {order.gateway} what became of the trade")
-        try:
-            check: TradeCheck = await workflow.execute_activity_method(
-                PaymentActivities.check_trade,
-                trade,
-                summary=f"ask {order.gateway} whether the trade was paid",
-                **GATEWAY_STEP,
-            )
-        except ActivityError as failure:
-            if refused_for_good(failure) is None:
-                raise
-            check = TradeCheck(payment=None)  # the close, next, decides
+        check = await _ask(trade, "whether the trade was paid")
         if check.payment is None:
             workflow.set_current_details(f"closing trade {order.order_id}")
             try:
@@ -59,11 +68,48 @@ class RecoverOrderWorkflow:
                 OrderActivities.end_order, ending, summary="end the order expired", **DATABASE_STEP
             )
             settled = Settled(status, flagged=flag is not None)
-        workflow.upsert_search_attributes(
-            [
-                search_attributes.ORDER_STATUS.value_set(settled.status),
-                search_attributes.FLAGGED.value_set(settled.flagged),
-            ]
-        )
+        _show(settled)
+        if (
+            check.payment is None
+            and last_word is not None
+            and asked_at < last_word
+            and workflow.patched(LAST_WORD)
+        ):
+            workflow.set_current_details(
+                f"{settled.status}: asking {order.gateway} once more at "
+                f"{last_word:%Y-%m-%d %H:%M:%S} UTC, when the trade can no longer be paid"
+            )
+            if (wait := last_word - workflow.now()) > timedelta(0):
+                await workflow.sleep(wait, summary="the trade's expiry")
+            late = await _ask(trade, "whether the trade was paid after all")
+            if late.payment is not None:
+                settled = await settle(late.payment)
+                _show(settled)
         workflow.set_current_details(f"order {order.order_id} is {settled.status}")
         return OrderOutcome(order_id=order.order_id, status=settled.status)
+
+
+async def _ask(trade: TradeRef, question: str) -> TradeCheck:
+    """What the gateway says of the trade; unpaid if it refuses to say, for good."""
+    try:
+        check: TradeCheck = await workflow.execute_activity_method(
+            PaymentActivities.check_trade,
+            trade,
+            summary=f"ask {trade.gateway} {question}",
+            **GATEWAY_STEP,
+        )
+    except ActivityError as failure:
+        if refused_for_good(failure) is None:
+            raise
+        return TradeCheck(payment=None)  # the close decides, or the trade's expiry did
+    return check
+
+
+def _show(settled: Settled) -> None:
+    """The order's status and flag, as the UI's search attributes show them."""
+    workflow.upsert_search_attributes(
+        [
+            search_attributes.ORDER_STATUS.value_set(settled.status),
+            search_attributes.FLAGGED.value_set(settled.flagged),
+        ]
+    )

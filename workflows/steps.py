@@ -31,6 +31,9 @@ GATEWAY_STEP: dict[str, Any] = {
 # How a step run as a local activity fails: with the activity's own ApplicationError when it
 # raised one (temporalio 1.35 does not wrap it), else, timed out, with an ActivityError.
 LOCAL_STEP_FAILURES = (ActivityError, ApplicationError)
+# After a trade's expiry, this long for the gateway's clock and books to agree that it is over:
+# then what the gateway says of it is final.
+LAST_WORD_DELAY = timedelta(seconds=30)
 # Alipay accepts a refund before it has moved the money; ask again until it has.
 REFUND_CONFIRMATION_STEP: dict[str, Any] = {
     "start_to_close_timeout": timedelta(seconds=20),
