@@ -7,9 +7,8 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from core.contracts import OrderOutcome, PaymentNotice
     from core.money import format_amount
-    from workflows import search_attributes
     from workflows.order import OPERATORS
-    from workflows.steps import settle
+    from workflows.steps import settle, show_order
 
 
 @workflow.defn
@@ -19,12 +18,7 @@ class LatePaymentWorkflow:
         settled = await settle(notice)
         if workflow.patched(OPERATORS):
             # The order's own saga has ended: this one tells the UI what became of the order.
-            workflow.upsert_search_attributes(
-                [
-                    search_attributes.ORDER_STATUS.value_set(settled.status),
-                    search_attributes.FLAGGED.value_set(settled.flagged),
-                ]
-            )
+            show_order(settled.status, flagged=settled.flagged)
         workflow.set_current_details(f"order {notice.order_id} is {settled.status}")
         return OrderOutcome(order_id=notice.order_id, status=settled.status)
 

@@ -65,9 +65,11 @@ with workflow.unsafe.imports_passed_through():
         LAST_WORD_DELAY,
         LOCAL_STEP_FAILURES,
         Settled,
+        ask_gateway,
         refund,
         refused_for_good,
         settle,
+        show_order,
     )
 
 
@@ -713,25 +715,10 @@ class OrderWorkflow:
         """Ask the gateway about the unpaid order's trade, which can no longer be paid: a
         payment nobody told us of is settled (refunded) now."""
         workflow.set_current_details(f"{self._status}: asking {self._request.gateway} once more")
-        check = await self._ask_gateway("whether the trade was paid after all")
+        check = await ask_gateway(self._trade, "whether the trade was paid after all")
         # Refused: nothing more can be learnt, and the horizon's watch goes on.
         if check is not None and self._is_new(check):
             await self._settle_payments()
-
-    async def _ask_gateway(self, question: str) -> TradeCheck | None:
-        """What the gateway says of the order's trade; None if it refuses to say, for good."""
-        try:
-            check: TradeCheck = await workflow.execute_activity_method(
-                PaymentActivities.check_trade,
-                self._trade,
-                summary=f"ask {self._request.gateway} {question}",
-                **GATEWAY_STEP,
-            )
-        except ActivityError as failure:
-            if refused_for_good(failure) is None:
-                raise
-            return None
-        return check
 
     async def _expire(self) -> None:
         if not self._trade_made:
@@ -739,7 +726,7 @@ class OrderWorkflow:
             return
         # A notification may have been lost: ask the gateway before calling the order unpaid.
         workflow.set_current_details(f"deadline passed: asking {self._request.gateway} first")
-        check = await self._ask_gateway("whether the trade was paid")
+        check = await ask_gateway(self._trade, "whether the trade was paid")
         if check is None:
             # Refused: the close, next, is what makes the trade unpayable, and it decides.
             check = TradeCheck(payment=None)
@@ -839,12 +826,7 @@ class OrderWorkflow:
                     [search_attributes.ORDER_STATUS.value_set(status)]
                 )
         elif status_changed or flag_changed:
-            workflow.upsert_search_attributes(
-                [
-                    search_attributes.ORDER_STATUS.value_set(status),
-                    search_attributes.FLAGGED.value_set(flagged),
-                ]
-            )
+            show_order(status, flagged=flagged)
 
 
 def _utc(moment: datetime) -> str:

@@ -17,14 +17,15 @@ with workflow.unsafe.imports_passed_through():
     from activities.payments import PaymentActivities
     from core.contracts import OrderEnding, OrderOutcome, OrderRef, TradeCheck, TradeRef
     from core.vocabulary import OrderStatus
-    from workflows import search_attributes
     from workflows.steps import (
         DATABASE_STEP,
         GATEWAY_STEP,
         LAST_WORD_DELAY,
         Settled,
+        ask_gateway,
         refused_for_good,
         settle,
+        show_order,
     )
 
 REASON = "not paid before the payment timeout (its saga had gone; ended by reconciliation)"
@@ -44,7 +45,8 @@ class RecoverOrderWorkflow:
         )
         asked_at = workflow.now()
         workflow.set_current_details(f"asking {order.gateway} what became of the trade")
-        check = await _ask(trade, "whether the trade was paid")
+        # Refused: the close, next, decides.
+        check = await ask_gateway(trade, "whether the trade was paid") or TradeCheck(payment=None)
         if check.payment is None:
             workflow.set_current_details(f"closing trade {order.order_id}")
             try:
@@ -68,7 +70,7 @@ class RecoverOrderWorkflow:
                 OrderActivities.end_order, ending, summary="end the order expired", **DATABASE_STEP
             )
             settled = Settled(status, flagged=flag is not None)
-        _show(settled)
+        show_order(settled.status, flagged=settled.flagged)
         if (
             check.payment is None
             and last_word is not None
@@ -81,35 +83,9 @@ class RecoverOrderWorkflow:
             )
             if (wait := last_word - workflow.now()) > timedelta(0):
                 await workflow.sleep(wait, summary="the trade's expiry")
-            late = await _ask(trade, "whether the trade was paid after all")
-            if late.payment is not None:
+            late = await ask_gateway(trade, "whether the trade was paid after all")
+            if late is not None and late.payment is not None:
                 settled = await settle(late.payment)
-                _show(settled)
+                show_order(settled.status, flagged=settled.flagged)
         workflow.set_current_details(f"order {order.order_id} is {settled.status}")
         return OrderOutcome(order_id=order.order_id, status=settled.status)
-
-
-async def _ask(trade: TradeRef, question: str) -> TradeCheck:
-    """What the gateway says of the trade; unpaid if it refuses to say, for good."""
-    try:
-        check: TradeCheck = await workflow.execute_activity_method(
-            PaymentActivities.check_trade,
-            trade,
-            summary=f"ask {trade.gateway} {question}",
-            **GATEWAY_STEP,
-        )
-    except ActivityError as failure:
-        if refused_for_good(failure) is None:
-            raise
-        return TradeCheck(payment=None)  # the close decides, or the trade's expiry did
-    return check
-
-
-def _show(settled: Settled) -> None:
-    """The order's status and flag, as the UI's search attributes show them."""
-    workflow.upsert_search_attributes(
-        [
-            search_attributes.ORDER_STATUS.value_set(settled.status),
-            search_attributes.FLAGGED.value_set(settled.flagged),
-        ]
-    )

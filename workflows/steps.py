@@ -14,8 +14,16 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from activities.orders import OrderActivities
     from activities.payments import PaymentActivities
-    from core.contracts import PaymentNotice, RefundFailure, RefundOrder, Settlement
+    from core.contracts import (
+        PaymentNotice,
+        RefundFailure,
+        RefundOrder,
+        Settlement,
+        TradeCheck,
+        TradeRef,
+    )
     from core.vocabulary import OrderStatus
+    from workflows import search_attributes
 
 # The database may be down for a while: keep trying, never give up on a decided step.
 DATABASE_STEP: dict[str, Any] = {
@@ -108,6 +116,32 @@ async def _refund(order: RefundOrder, *, flagged: bool) -> Settled:
         **DATABASE_STEP,
     )
     return Settled(completed, flagged)
+
+
+async def ask_gateway(trade: TradeRef, question: str) -> TradeCheck | None:
+    """What the gateway says of the trade; None if it refuses to say, for good."""
+    try:
+        check: TradeCheck = await workflow.execute_activity_method(
+            PaymentActivities.check_trade,
+            trade,
+            summary=f"ask {trade.gateway} {question}",
+            **GATEWAY_STEP,
+        )
+    except ActivityError as failure:
+        if refused_for_good(failure) is None:
+            raise
+        return None
+    return check
+
+
+def show_order(status: OrderStatus, *, flagged: bool) -> None:
+    """The order's status and flag, as the UI's search attributes show them."""
+    workflow.upsert_search_attributes(
+        [
+            search_attributes.ORDER_STATUS.value_set(status),
+            search_attributes.FLAGGED.value_set(flagged),
+        ]
+    )
 
 
 def refused_for_good(failure: ActivityError) -> str | None:
