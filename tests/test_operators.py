@@ -15,11 +15,13 @@ import pytest
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
+from activities.sagas import SagaActivities
 from core.contracts import (
     DeadlineExtension,
     OrderOutcome,
+    OrderRef,
     PaymentNotice,
     Reconciliation,
     RefundRetry,
@@ -375,6 +377,45 @@ async def test_reconciliation_settles_a_payment_whose_notification_and_saga_were
         [run] = reconciliation.recent_runs(session, limit=1)
         assert run.workflow_run_id == report.workflow_run_id and run.findings >= 1
     assert (await attributes(recovered))["OrderStatus"] == "paid"
+
+
+async def test_a_recovery_waiting_for_the_gateways_last_word_keeps_its_order_in_hand(
+    env: WorkflowEnvironment, rig: Rig
+) -> None:
+    # Two orders whose sagas were stopped by mistake; reconciliation recovers the first.
+    recovered_id, saga = await start_order(env, rig, f"room-{uuid.uuid4().hex[:8]}", timeout=1)
+    forsaken_id, other = await start_order(env, rig, f"room-{uuid.uuid4().hex[:8]}", timeout=60)
+    for handle in (saga, other):
+        await handle.terminate("an operator stopped it by mistake")
+    await asyncio.sleep(1.5)  # past the first order's deadline
+    [overdue] = [ref for ref in _overdue(rig) if ref.order_id == recovered_id]
+    recovery = await env.client.start_workflow(
+        RecoverOrderWorkflow.run,
+        overdue,
+        id=recovery_workflow_id(recovered_id),
+        task_queue=rig.task_queue,
+    )
+    # Its order expired, it waits for the trade's expiry to ask the gateway once more.
+    await eventually(lambda: _contains(details(recovery), "once more"), "the recovery waits")
+    with transaction(rig.engine) as session:
+        order = orders.get_order(session, recovered_id)
+        assert order is not None and order.status == OrderStatus.EXPIRED
+
+    running = await ActivityEnvironment().run(
+        SagaActivities(env.client).running_order_sagas, [recovered_id, forsaken_id]
+    )
+    # What the recovery still has to do is left to it; the other order has nobody.
+    assert running == [recovered_id]
+    await _stop(recovery)
+    running = await ActivityEnvironment().run(
+        SagaActivities(env.client).running_order_sagas, [recovered_id, forsaken_id]
+    )
+    assert running == []
+
+
+def _overdue(rig: Rig) -> list[OrderRef]:
+    with transaction(rig.engine) as session:
+        return reconciliation.overdue_orders(session, deadline_before=_now(), limit=100)
 
 
 async def _stop(*sagas: WorkflowHandle[Any, Any]) -> None:

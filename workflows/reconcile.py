@@ -190,7 +190,7 @@ class ReconcileWorkflow:
             return Finding(kind="flagged_order", order_id=order.order_id, action=action)
 
         waiting = "waiting for an operator" + (
-            " in its saga" if order.order_id in self._running else ""
+            " (its saga is running)" if order.order_id in self._running else ""
         )
         try:
             check: TradeCheck = await workflow.execute_activity_method(
