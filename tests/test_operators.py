@@ -21,7 +21,6 @@ from activities.sagas import SagaActivities
 from core.contracts import (
     DeadlineExtension,
     OrderOutcome,
-    OrderRef,
     PaymentNotice,
     Reconciliation,
     RefundRetry,
@@ -387,8 +386,10 @@ async def test_a_recovery_waiting_for_the_gateways_last_word_keeps_its_order_in_
     forsaken_id, other = await start_order(env, rig, f"room-{uuid.uuid4().hex[:8]}", timeout=60)
     for handle in (saga, other):
         await handle.terminate("an operator stopped it by mistake")
-    await asyncio.sleep(1.5)  # past the first order's deadline
-    [overdue] = [ref for ref in _overdue(rig) if ref.order_id == recovered_id]
+    await asyncio.sleep(1.5)  # past the first order's deadline, not the second's
+    with transaction(rig.engine) as session:
+        [overdue] = reconciliation.overdue_orders(session, deadline_before=_now(), limit=10)
+    assert overdue.order_id == recovered_id
     recovery = await env.client.start_workflow(
         RecoverOrderWorkflow.run,
         overdue,
@@ -411,11 +412,6 @@ async def test_a_recovery_waiting_for_the_gateways_last_word_keeps_its_order_in_
         SagaActivities(env.client).running_order_sagas, [recovered_id, forsaken_id]
     )
     assert running == []
-
-
-def _overdue(rig: Rig) -> list[OrderRef]:
-    with transaction(rig.engine) as session:
-        return reconciliation.overdue_orders(session, deadline_before=_now(), limit=100)
 
 
 async def _stop(*sagas: WorkflowHandle[Any, Any]) -> None:
