@@ -170,6 +170,14 @@ async def test_a_notified_payment_pays_the_order_at_once(
     with transaction(rig.engine) as session:
         assert len(orders.payments_of(session, f"ord_paid_{gateway}")) == 1
         assert orders.refunds_of(session, f"ord_paid_{gateway}") == []
+    # Only as it began did the saga write a patch's marker (an event, and a write of the UI's
+    # TemporalChangeVersion, each): a paid order's saga asks for no change as it ends.
+    markers = [
+        event.marker_recorded_event_attributes.marker_name
+        for event in (await handle.fetch_history()).events
+        if event.HasField("marker_recorded_event_attributes")
+    ]
+    assert markers.count("core_patch") == 1
 
 
 async def test_paying_a_superseded_order_refunds_it_once(

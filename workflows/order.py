@@ -94,6 +94,10 @@ LOCAL_CREATION_STEPS = "local-creation-steps"
 # Sagas from this change on have every change above that a saga asks for as it begins: this
 # one marker says so for all three, where each wrote its own marker and search attribute.
 BEGUN_AS_OF_LOCAL_CREATION = "begun-as-of-local-creation"
+# Sagas from this change on have every change above, and ask for none of them later: each
+# marker costs the history an event and the UI's store a write of TemporalChangeVersion, and a
+# paid order's saga wrote LAST_WORD's as it ended, though it never asks a paid trade's last word.
+BEGUN_WITH_EVERY_CHANGE = "begun-with-every-change"
 UNPAID_ENDINGS = (OrderStatus.SUPERSEDED, OrderStatus.EXPIRED, OrderStatus.CANCELLED)
 # Claiming is one short database transaction: an attempt that hangs is given up on after this,
 # and the claim tried again within the creation budget.
@@ -128,6 +132,7 @@ class OrderWorkflow:
         self._operator_acted = False
         self._operators = False
         self._local_creation = False
+        self._every_change = False
         # A deferred order has no trade until the buyer presses Pay; making it and ending the
         # order unpaid take turns, so that no order ends with a trade it does not know of.
         self._trade_made = request.payment == PaymentTiming.IMMEDIATE
@@ -147,9 +152,10 @@ class OrderWorkflow:
             self._creation_failure = "no worker took the order in time"
             await workflow.wait_condition(workflow.all_handlers_finished)
             return OrderOutcome(order_id=request.order_id, status=OrderStatus.CANCELLED)
-        # Asked first: in earlier histories it is absent, and the three after it are asked as
+        # Each asked first: in earlier histories it is absent, and those after it are asked as
         # they were, in their order.
-        current = workflow.patched(BEGUN_AS_OF_LOCAL_CREATION)
+        self._every_change = workflow.patched(BEGUN_WITH_EVERY_CHANGE)
+        current = self._every_change or workflow.patched(BEGUN_AS_OF_LOCAL_CREATION)
         self._operators = current or workflow.patched(OPERATORS)
         self._local_creation = current or workflow.patched(LOCAL_CREATION_STEPS)
         if request.payment == PaymentTiming.DEFERRED:
@@ -648,9 +654,11 @@ class OrderWorkflow:
         """News (a cancel, a newer order, a payment) that came while the gateway was asked about
         an order past its deadline. Waiting no time at all times out before it looks at them:
         the saga would ask the gateway again, and again, and never see to them."""
-        return (
-            remaining <= timedelta(0) and self._has_news() and workflow.patched(NEWS_PAST_DEADLINE)
-        )
+        return remaining <= timedelta(0) and self._has_news() and self._has(NEWS_PAST_DEADLINE)
+
+    def _has(self, change: str) -> bool:
+        """Whether the saga runs with `change`, a patch asked for after the saga began."""
+        return self._every_change or workflow.patched(change)
 
     def _has_news(self) -> bool:
         return (
@@ -671,7 +679,7 @@ class OrderWorkflow:
         # notifications can all be lost: once the trade can no longer be paid, the gateway's
         # answer is final, and it is asked once (at the horizon, if that comes first).
         last_word: datetime | None = min(self._payable_until + LAST_WORD_DELAY, horizon)
-        if not workflow.patched(LAST_WORD):
+        if not self._has(LAST_WORD):
             last_word = None
         while True:
             unpaid = seconds > 0 and self._trade_made and self._status in UNPAID_ENDINGS
@@ -683,7 +691,7 @@ class OrderWorkflow:
                 and workflow.now() >= last_word
             )
             # Once the watch is over (the horizon came first), only sagas of the patch ask.
-            if due and (watching or workflow.patched(LAST_WORD_AT_HORIZON)):
+            if due and (watching or self._has(LAST_WORD_AT_HORIZON)):
                 last_word = None
                 await self._ask_last_word()
                 continue
